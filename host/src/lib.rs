@@ -1,0 +1,12 @@
+//! Berth: Bay's sandbox-session driver for Kubernetes, with every Pod and PVC
+//! shaped by a chain of WebAssembly policy plugins.
+
+pub mod config;
+pub mod error;
+pub mod labels;
+pub mod model;
+pub mod objects;
+pub mod plugin;
+pub mod quantity;
+
+pub use error::{Error, Result};

@@ -1,0 +1,317 @@
+//! Berth's one configuration struct: a YAML file, then `BERTH_*` environment
+//! overrides, validated at start-up with errors that name the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::PluginConfig;
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ImagePullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_k8s(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// What session Pods may reach.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressMode {
+    /// DNS, and addresses outside the cluster's Pod and Service ranges.
+    #[default]
+    DnsAndExternal,
+    /// DNS only.
+    DnsOnly,
+    /// No egress rule at all (everything allowed).
+    Unrestricted,
+}
+
+/// The NetworkPolicy Berth keeps in force for its session Pods.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkPolicyConfig {
+    pub enabled: bool,
+    /// Pods (in Berth's namespace) allowed to reach runtime ports: Bay and
+    /// Berth. Matched by these labels.
+    pub ingress_from_pods: BTreeMap<String, String>,
+    /// Namespaces (by labels) whose matching Pods may reach runtime ports;
+    /// empty means only Berth's own namespace.
+    pub ingress_from_namespaces: BTreeMap<String, String>,
+    pub egress: EgressMode,
+    /// CIDRs session Pods may never reach under `dns_and_external`: the
+    /// cluster's Pod and Service ranges and the API server.
+    pub cluster_cidrs: Vec<String>,
+}
+
+impl Default for NetworkPolicyConfig {
+    fn default() -> Self {
+        NetworkPolicyConfig {
+            enabled: true,
+            ingress_from_pods: BTreeMap::from([("app.kubernetes.io/name".into(), "bay".into())]),
+            ingress_from_namespaces: BTreeMap::new(),
+            egress: EgressMode::DnsAndExternal,
+            cluster_cidrs: vec!["10.0.0.0/8".into(), "172.16.0.0/12".into(), "192.168.0.0/16".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Bearer tokens accepted by the API.
+    pub tokens: Vec<String>,
+    /// File with one token per line (blank lines and `#` comments ignored).
+    pub tokens_file: Option<PathBuf>,
+    /// Namespace sessions and cargos live in.
+    pub namespace: String,
+    /// Kubeconfig to use; `None` means the environment's (KUBECONFIG,
+    /// ~/.kube/config, or in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    pub storage_class: Option<String>,
+    pub default_storage_size: String,
+    pub image_pull_secrets: Vec<String>,
+    pub image_pull_policy: ImagePullPolicy,
+    /// How long `start` waits for a Pod to become Running with an IP.
+    pub startup_timeout_s: u64,
+    /// How long `destroy` waits for a Pod to be gone.
+    pub destroy_timeout_s: u64,
+    /// Prefix of every label Berth sets (`bay` → `bay.session_id`).
+    pub label_prefix: String,
+    pub plugins: Vec<PluginConfig>,
+    /// Where compiled plugins are cached; default `~/.cache/berth/plugins`.
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Plugin instances that may run at once (pooling allocator slots).
+    pub plugin_max_instances: u32,
+    pub network_policy: NetworkPolicyConfig,
+    pub log_format: LogFormat,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Directory relative plugin paths are resolved against (the config
+    /// file's directory); not read from the file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tokens: Vec::new(),
+            tokens_file: None,
+            namespace: "bay".into(),
+            kubeconfig: None,
+            storage_class: None,
+            default_storage_size: "1Gi".into(),
+            image_pull_secrets: Vec::new(),
+            image_pull_policy: ImagePullPolicy::IfNotPresent,
+            startup_timeout_s: 60,
+            destroy_timeout_s: 60,
+            label_prefix: "bay".into(),
+            plugins: Vec::new(),
+            plugin_cache_dir: None,
+            plugin_max_instances: 64,
+            network_policy: NetworkPolicyConfig::default(),
+            log_format: LogFormat::Text,
+            max_body_bytes: 1 << 20,
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Top-level keys that can be overridden as `BERTH_<KEY>` (upper case).
+/// Lists take comma-separated values.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "tokens",
+    "tokens_file",
+    "namespace",
+    "kubeconfig",
+    "storage_class",
+    "default_storage_size",
+    "image_pull_secrets",
+    "image_pull_policy",
+    "startup_timeout_s",
+    "destroy_timeout_s",
+    "label_prefix",
+    "plugin_cache_dir",
+    "plugin_max_instances",
+    "log_format",
+    "max_body_bytes",
+];
+const LIST_KEYS: &[&str] = &["tokens", "image_pull_secrets"];
+
+impl Config {
+    /// Loads `path` (or the defaults), applies the environment, validates.
+    pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (mut doc, source, base_dir) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let doc: serde_yaml::Value = if text.trim().is_empty() {
+                    serde_yaml::Value::Mapping(Default::default())
+                } else {
+                    serde_yaml::from_str(&text)
+                        .map_err(|e| ConfigError::Parse { path: p.display().to_string(), message: e.to_string() })?
+                };
+                let base = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+                (doc, p.display().to_string(), base)
+            }
+            None => (serde_yaml::Value::Mapping(Default::default()), "(defaults)".to_string(), PathBuf::from(".")),
+        };
+        let map = doc
+            .as_mapping_mut()
+            .ok_or_else(|| ConfigError::Parse { path: source.clone(), message: "top level must be a mapping".into() })?;
+        for key in ENV_KEYS {
+            let var = format!("BERTH_{}", key.to_uppercase());
+            let Some(raw) = env(&var) else { continue };
+            let value = if LIST_KEYS.contains(key) {
+                serde_yaml::Value::Sequence(
+                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| serde_yaml::Value::String(s.into())).collect(),
+                )
+            } else {
+                // Scalars parse as YAML so numbers stay numbers; strings that
+                // look like something else are still strings to serde below.
+                serde_yaml::from_str::<serde_yaml::Value>(&raw)
+                    .ok()
+                    .filter(|v| !v.is_mapping() && !v.is_sequence())
+                    .unwrap_or(serde_yaml::Value::String(raw.clone()))
+            };
+            map.insert(serde_yaml::Value::String((*key).into()), value);
+        }
+        let mut config: Config = serde_yaml::from_value(doc)
+            .map_err(|e| ConfigError::Parse { path: source.clone(), message: e.to_string() })?;
+        config.base_dir = base_dir;
+        if let Some(file) = &config.tokens_file {
+            let file = if file.is_absolute() { file.clone() } else { config.base_dir.join(file) };
+            let text = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
+                key: "tokens_file".into(),
+                message: format!("cannot read {}: {e}", file.display()),
+            })?;
+            config
+                .tokens
+                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| Err(ConfigError::Invalid { key: key.into(), message });
+        if self.tokens.is_empty() {
+            return bad("tokens", "no API tokens configured (set tokens, tokens_file or BERTH_TOKENS): Berth never serves unauthenticated".into());
+        }
+        if let Some(t) = self.tokens.iter().find(|t| t.len() < 16) {
+            return bad("tokens", format!("a token of {} characters is too short; use at least 16", t.len()));
+        }
+        if let Err(e) = crate::labels::validate_dns_label(&self.namespace) {
+            return bad("namespace", e);
+        }
+        if let Err(e) = crate::labels::validate_label_prefix(&self.label_prefix) {
+            return bad("label_prefix", e);
+        }
+        if crate::quantity::parse_bytes(&self.default_storage_size).is_none() {
+            return bad("default_storage_size", format!("{:?} is not a Kubernetes quantity", self.default_storage_size));
+        }
+        for (i, s) in self.image_pull_secrets.iter().enumerate() {
+            if let Err(e) = crate::labels::validate_dns_subdomain(s) {
+                return bad(&format!("image_pull_secrets[{i}]"), e);
+            }
+        }
+        if self.startup_timeout_s == 0 || self.startup_timeout_s > 3600 {
+            return bad("startup_timeout_s", "must be within 1..=3600".into());
+        }
+        if self.destroy_timeout_s == 0 || self.destroy_timeout_s > 3600 {
+            return bad("destroy_timeout_s", "must be within 1..=3600".into());
+        }
+        if self.plugin_max_instances == 0 || self.plugin_max_instances > 4096 {
+            return bad("plugin_max_instances", "must be within 1..=4096".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024".into());
+        }
+        for (i, p) in self.plugins.iter().enumerate() {
+            if let Err(e) = p.validate(&format!("plugins[{i}]")) {
+                return bad(&format!("plugins[{i}]"), e);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.plugin_cache_dir.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+            home.join(".cache/berth/plugins")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn environment_overrides_file_and_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "namespace: from-file\ntokens: [aaaaaaaaaaaaaaaaaaaa]\nstartup_timeout_s: 5\n").unwrap();
+        let c = Config::load(Some(&f), &env_of(&[("BERTH_NAMESPACE", "from-env"), ("BERTH_STARTUP_TIMEOUT_S", "7")])).unwrap();
+        assert_eq!(c.namespace, "from-env");
+        assert_eq!(c.startup_timeout_s, 7);
+        assert_eq!(c.base_dir, dir.path());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(None, &env_of(&[("BERTH_TOKENS", "aaaaaaaaaaaaaaaaaaaa"), ("BERTH_NAMESPACE", "Not_Valid")])).unwrap_err();
+        assert!(e.to_string().starts_with("config key namespace:"), "{e}");
+        let e = Config::load(None, &env_of(&[])).unwrap_err();
+        assert!(e.to_string().starts_with("config key tokens:"), "{e}");
+        let e = Config::load(None, &env_of(&[("BERTH_TOKENS", "aaaaaaaaaaaaaaaaaaaa"), ("BERTH_STARTUP_TIMEOUT_S", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("startup_timeout_s"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "tokens: [aaaaaaaaaaaaaaaaaaaa]\nnamspace: typo\n").unwrap();
+        let e = Config::load(Some(&f), &env_of(&[])).unwrap_err();
+        assert!(e.to_string().contains("namspace"), "{e}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The ordered chain of plugins, its per-plugin checks and diffs, and the
+//! generation swap that lets operators reload plugins without a restart.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::identity::Identity;
+use super::runtime::{Hook, LoadedComponent, Rejection, Runtime, SessionContext};
+use super::{PluginConfig, PluginError, PolicyError};
+
+struct Entry {
+    component: LoadedComponent,
+    profiles: Vec<String>,
+    namespaces: Vec<String>,
+}
+
+impl Entry {
+    fn applies(&self, hook: Hook, profile: &str, namespace: &str) -> bool {
+        hook.declared_in(self.component.info.hooks)
+            && (self.profiles.is_empty() || self.profiles.iter().any(|p| p == profile))
+            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+    }
+}
+
+/// One loaded generation of the configured plugins, in order.
+pub struct Chain {
+    pub generation: u64,
+    entries: Vec<Entry>,
+}
+
+/// What one plugin did to one object.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Step {
+    pub plugin: String,
+    /// RFC 6902 JSON Patch from the object before this plugin to after it.
+    #[schema(value_type = Vec<Object>)]
+    pub patch: json_patch::Patch,
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+/// An object after the chain, with who changed what.
+#[derive(Clone, Debug)]
+pub struct Shaped<T> {
+    pub object: T,
+    pub steps: Vec<Step>,
+}
+
+/// Summary of a loaded plugin, for the API and the harness.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PluginSummary {
+    pub name: String,
+    pub plugin_name: String,
+    pub plugin_version: String,
+    pub hooks: Vec<Hook>,
+    pub sha256: String,
+    pub from_cache: bool,
+    pub load_ms: f64,
+}
+
+impl Chain {
+    pub fn empty() -> Chain {
+        Chain { generation: 0, entries: Vec::new() }
+    }
+
+    /// Loads every configured plugin; any failure fails the whole generation.
+    pub fn load(runtime: &Runtime, configs: &[PluginConfig], base_dir: &Path, generation: u64) -> Result<Chain, PluginError> {
+        let mut ordered: Vec<&PluginConfig> = configs.iter().collect();
+        ordered.sort_by_key(|c| c.order);
+        let mut entries = Vec::with_capacity(ordered.len());
+        for (i, c) in ordered.iter().enumerate() {
+            if ordered[..i].iter().any(|o| o.name == c.name) {
+                return Err(PluginError::Config(format!("two plugins are named {:?}", c.name)));
+            }
+            c.validate(&format!("plugins[{}]", c.name)).map_err(PluginError::Config)?;
+            let path = if c.path.is_absolute() { c.path.clone() } else { base_dir.join(&c.path) };
+            let settings = serde_json::to_string(&c.settings).map_err(|e| PluginError::Config(e.to_string()))?;
+            let component = runtime.load(&c.name, &path, c.sha256.as_deref(), settings, c.limits())?;
+            tracing::info!(
+                plugin = %c.name, version = %component.info.version, from_cache = component.load.from_cache,
+                load_ms = component.load.duration.as_secs_f64() * 1e3, "plugin loaded"
+            );
+            entries.push(Entry { component, profiles: c.profiles.clone(), namespaces: c.namespaces.clone() });
+        }
+        Ok(Chain { generation, entries })
+    }
+
+    pub fn summaries(&self) -> Vec<PluginSummary> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let c = &e.component;
+                let mut hooks = Vec::new();
+                for h in [Hook::Pod, Hook::Pvc] {
+                    if h.declared_in(c.info.hooks) {
+                        hooks.push(h);
+                    }
+                }
+                PluginSummary {
+                    name: c.name.to_string(),
+                    plugin_name: c.info.name.clone(),
+                    plugin_version: c.info.version.clone(),
+                    hooks,
+                    sha256: c.sha256.clone(),
+                    from_cache: c.load.from_cache,
+                    load_ms: c.load.duration.as_secs_f64() * 1e3,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs every applicable plugin on `object`, in order. After each plugin
+    /// the result must still parse as `T` and keep its identity.
+    pub fn shape<T: Serialize + DeserializeOwned>(
+        &self,
+        runtime: &Runtime,
+        hook: Hook,
+        ctx: &SessionContext,
+        object: T,
+        label_prefix: &str,
+    ) -> Result<Shaped<T>, PolicyError> {
+        let kind = match hook {
+            Hook::Pod => "Pod",
+            Hook::Pvc => "PersistentVolumeClaim",
+        };
+        let mut current: Value = serde_json::to_value(&object)
+            .map_err(|e| PluginError::Engine(format!("cannot serialise {kind}: {e}")))?;
+        let identity = Identity::of(&current, label_prefix);
+        let mut steps = Vec::new();
+        let mut typed = object;
+        for entry in self.entries.iter().filter(|e| e.applies(hook, &ctx.profile_id, &ctx.namespace)) {
+            let plugin = entry.component.name.to_string();
+            let span = tracing::debug_span!("plugin", plugin = %plugin, hook = ?hook);
+            let _g = span.enter();
+            let started = Instant::now();
+            let input = current.to_string();
+            let (result, _) = runtime.shape(&entry.component, hook, ctx, &input)?;
+            let duration = started.elapsed();
+            let out = match result {
+                Ok(out) => out,
+                Err(Rejection::Deny(message)) => return Err(PolicyError::Denied { plugin, message }),
+                Err(Rejection::Error(message)) => return Err(PluginError::Reported { plugin, message }.into()),
+            };
+            let next: Value = serde_json::from_str(&out)
+                .map_err(|e| PluginError::InvalidOutput { plugin: plugin.clone(), kind, message: format!("not JSON: {e}") })?;
+            if !next.is_object() {
+                return Err(PluginError::InvalidOutput { plugin, kind, message: "not a JSON object".into() }.into());
+            }
+            typed = serde_json::from_value(next.clone())
+                .map_err(|e| PluginError::InvalidOutput { plugin: plugin.clone(), kind, message: e.to_string() })?;
+            if let Some(field) = identity.violation(&Identity::of(&next, label_prefix)) {
+                return Err(PluginError::IdentityViolation { plugin, field }.into());
+            }
+            let patch = json_patch::diff(&current, &next);
+            tracing::debug!(ops = patch.0.len(), us = duration.as_micros() as u64, "plugin applied");
+            steps.push(Step { plugin, patch, duration });
+            current = next;
+        }
+        Ok(Shaped { object: typed, steps })
+    }
+}
+
+/// The live chain plus what it takes to build the next one.
+pub struct PolicyEngine {
+    runtime: Runtime,
+    current: RwLock<Arc<Chain>>,
+    next_generation: AtomicU64,
+    last_error: RwLock<Option<String>>,
+}
+
+impl PolicyEngine {
+    pub fn new(runtime: Runtime, configs: &[PluginConfig], base_dir: &Path) -> Result<Self, PluginError> {
+        let chain = Chain::load(&runtime, configs, base_dir, 1)?;
+        Ok(PolicyEngine {
+            runtime,
+            current: RwLock::new(Arc::new(chain)),
+            next_generation: AtomicU64::new(2),
+            last_error: RwLock::new(None),
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn chain(&self) -> Arc<Chain> {
+        // A poisoned lock only means a panic elsewhere while swapping an Arc;
+        // the Arc inside is still whole.
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Builds a new generation; only a fully loaded one replaces the current.
+    /// On failure the current generation keeps serving and the error is kept
+    /// for `/v1/plugins`.
+    pub fn reload(&self, configs: &[PluginConfig], base_dir: &Path) -> Result<u64, PluginError> {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        match Chain::load(&self.runtime, configs, base_dir, generation) {
+            Ok(chain) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
+                *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::info!(generation, "plugin generation swapped in");
+                Ok(generation)
+            }
+            Err(e) => {
+                tracing::error!(generation, error = %e, "plugin reload failed; keeping the current generation");
+                *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}

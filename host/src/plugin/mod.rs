@@ -1,0 +1,178 @@
+//! Policy plugins: configuration, the ordered chain, the checks the host
+//! makes after every plugin, and hot reload of the whole chain.
+
+pub mod chain;
+pub mod identity;
+pub mod runtime;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use chain::{Chain, PolicyEngine, Shaped, Step};
+pub use runtime::{Hook, Limits, Runtime, RuntimeOptions};
+
+/// One plugin in the operator's configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name used in errors, logs, diffs and metrics.
+    pub name: String,
+    /// Path of the `.wasm` component (relative paths: to the config file).
+    #[schema(value_type = String)]
+    pub path: PathBuf,
+    /// Hex sha256 the file must have; loading fails on a mismatch.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The plugin's settings document, validated by the plugin at load.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    /// Position in the chain (lower first); equal values keep file order.
+    #[serde(default)]
+    pub order: i32,
+    /// Profile ids this plugin applies to; empty means all.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Namespaces this plugin applies to; empty means all.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Per-call deadline in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Per-call linear memory cap in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Largest object the plugin may return, in KiB.
+    #[serde(default = "default_max_output_kb")]
+    pub max_output_kb: u64,
+}
+
+fn default_deadline_ms() -> u64 {
+    100
+}
+fn default_memory_mb() -> u64 {
+    64
+}
+fn default_max_output_kb() -> u64 {
+    1024
+}
+
+impl PluginConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(self.deadline_ms),
+            memory_bytes: (self.memory_mb as usize) << 20,
+            max_output_bytes: (self.max_output_kb as usize) << 10,
+        }
+    }
+
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err(format!("{key}.name must not be empty"));
+        }
+        if self.deadline_ms == 0 || self.deadline_ms > 10_000 {
+            return Err(format!("{key}.deadline_ms must be within 1..=10000, got {}", self.deadline_ms));
+        }
+        if self.memory_mb == 0 || self.memory_mb > 1024 {
+            return Err(format!("{key}.memory_mb must be within 1..=1024, got {}", self.memory_mb));
+        }
+        if self.max_output_kb == 0 || self.max_output_kb > 16 * 1024 {
+            return Err(format!("{key}.max_output_kb must be within 1..=16384, got {}", self.max_output_kb));
+        }
+        if let Some(h) = &self.sha256 {
+            if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("{key}.sha256 must be 64 hex digits"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LoadErrorKind {
+    #[error("cannot read the component: {0}")]
+    Read(String),
+    #[error("sha256 mismatch: configured {expected}, file has {actual}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("built for WIT berth:policy@{found}; this host supports berth:policy@{supported}")]
+    WitVersion { found: String, supported: String },
+    #[error("does not export {expected} (exports: {found:?}); was it built with berth-plugin-sdk?")]
+    MissingExport { expected: String, found: Vec<String> },
+    #[error("cannot be linked (it imports something the host does not provide): {0}")]
+    Link(String),
+}
+
+/// A plugin failure. Every variant names the plugin.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {plugin:?} failed to load: {kind}")]
+    Load { plugin: String, kind: LoadErrorKind },
+    #[error("plugin {plugin:?} rejected its settings: {message}")]
+    Settings { plugin: String, message: String },
+    #[error("plugin {plugin:?} trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin {plugin:?} exceeded its deadline of {deadline:?}")]
+    Timeout { plugin: String, deadline: Duration },
+    #[error("plugin {plugin:?} exceeded its memory limit of {limit} bytes")]
+    MemoryExceeded { plugin: String, limit: usize },
+    #[error("plugin {plugin:?} returned {size} bytes, over its limit of {limit}")]
+    OutputTooLarge { plugin: String, size: usize, limit: usize },
+    #[error("plugin {plugin:?} returned an invalid {kind}: {message}")]
+    InvalidOutput { plugin: String, kind: &'static str, message: String },
+    #[error("plugin {plugin:?} changed {field}, which only Berth may set")]
+    IdentityViolation { plugin: String, field: String },
+    #[error("plugin {plugin:?} reported an error: {message}")]
+    Reported { plugin: String, message: String },
+    #[error("plugin configuration: {0}")]
+    Config(String),
+    #[error("plugin engine: {0}")]
+    Engine(String),
+}
+
+impl PluginError {
+    /// The plugin the error is about, if any (for metrics and problem details).
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            PluginError::Load { plugin, .. }
+            | PluginError::Settings { plugin, .. }
+            | PluginError::Trap { plugin, .. }
+            | PluginError::Timeout { plugin, .. }
+            | PluginError::MemoryExceeded { plugin, .. }
+            | PluginError::OutputTooLarge { plugin, .. }
+            | PluginError::InvalidOutput { plugin, .. }
+            | PluginError::IdentityViolation { plugin, .. }
+            | PluginError::Reported { plugin, .. } => Some(plugin),
+            PluginError::Config(_) | PluginError::Engine(_) => None,
+        }
+    }
+
+    /// A short stable word for the kind of failure (metrics label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PluginError::Load { .. } => "load",
+            PluginError::Settings { .. } => "settings",
+            PluginError::Trap { .. } => "trap",
+            PluginError::Timeout { .. } => "timeout",
+            PluginError::MemoryExceeded { .. } => "memory",
+            PluginError::OutputTooLarge { .. } => "output_too_large",
+            PluginError::InvalidOutput { .. } => "invalid_output",
+            PluginError::IdentityViolation { .. } => "identity",
+            PluginError::Reported { .. } => "reported",
+            PluginError::Config(_) => "config",
+            PluginError::Engine(_) => "engine",
+        }
+    }
+}
+
+/// The outcome of running the chain on one object, when it is not a success.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    #[error("denied by policy plugin {plugin:?}: {message}")]
+    Denied { plugin: String, message: String },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}

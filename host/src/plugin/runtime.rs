@@ -1,0 +1,396 @@
+//! The wasmtime side of policy plugins: one engine, compiled components cached
+//! on disk, an `InstancePre` per plugin, and a fresh store and instance for
+//! every call so nothing leaks between sessions.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::PluginError;
+
+wasmtime::component::bindgen!({
+    path: "../wit/v0.1.0",
+    world: "plugin",
+});
+
+pub use berth::policy::types::{Hooks, PluginInfo, Rejection, SessionContext};
+
+/// The WIT package this host implements, as it appears in export names.
+pub const WIT_PACKAGE: &str = "berth:policy";
+pub const WIT_VERSION: &str = "0.1.0";
+const POLICY_EXPORT: &str = "berth:policy/policy@0.1.0";
+
+/// Engine-wide settings; per-plugin limits live in [`Limits`].
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Concurrent plugin instances the pooling allocator reserves slots for.
+    pub max_instances: u32,
+    /// Largest linear memory any plugin may be given (bytes).
+    pub max_memory_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions { cache_dir: None, max_instances: 64, max_memory_bytes: 256 << 20 }
+    }
+}
+
+/// Per-call limits of one plugin.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { deadline: Duration::from_millis(100), memory_bytes: 64 << 20, max_output_bytes: 1 << 20 }
+    }
+}
+
+/// How long an epoch tick is; deadlines are counted in ticks.
+const TICK: Duration = Duration::from_millis(1);
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    options: RuntimeOptions,
+    engine_key: String,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Per-call store data: an empty WASI context (no preopens, env, args,
+/// stdio or network), the memory limiter and attribution for logs.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+    plugin: Arc<str>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl berth::policy::host::Host for CallState {
+    fn log(&mut self, level: berth::policy::host::Level, message: String) {
+        use berth::policy::host::Level;
+        // Plugins cannot flood the log with megabytes per line.
+        let message: String = message.chars().take(4096).collect();
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl berth::policy::types::Host for CallState {}
+
+/// Refuses memory growth past the plugin's cap and remembers that it did, so
+/// the resulting trap is reported as what it is.
+struct MemoryCap {
+    cap: usize,
+    exceeded: bool,
+    peak: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("memory cap exceeded")]
+struct MemoryCapExceeded;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.exceeded = true;
+            return Err(wasmtime::Error::new(MemoryCapExceeded));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// A compiled, linked plugin ready to be instantiated.
+pub struct LoadedComponent {
+    pub name: Arc<str>,
+    pub info: PluginInfo,
+    pub sha256: String,
+    pub limits: Limits,
+    pub settings: String,
+    pre: PluginPre<CallState>,
+    /// How the component got here: compiled now or loaded from the cache.
+    pub load: LoadStats,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct LoadStats {
+    pub from_cache: bool,
+    pub duration: Duration,
+}
+
+/// What one call measured, for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallStats {
+    pub peak_memory_bytes: usize,
+}
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        // Guests are small policy functions; a deep stack only helps runaway recursion.
+        config.max_wasm_stack(256 << 10);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(options.max_instances);
+        pool.total_core_instances(options.max_instances * 8);
+        pool.total_memories(options.max_instances * 2);
+        pool.total_tables(options.max_instances * 4);
+        pool.total_stacks(options.max_instances);
+        pool.max_memory_size(options.max_memory_bytes);
+        // Keeping the first pages resident makes the next instantiation in
+        // the same slot skip page faults: measured to roughly halve call time.
+        pool.linear_memory_keep_resident(1 << 20);
+        pool.table_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let mut linker: Linker<CallState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
+        Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let mut h = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_key = format!("{:016x}", h.finish());
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("berth-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(format!("cannot start epoch thread: {e}")))?;
+        }
+        Ok(Runtime { engine, linker, options, engine_key, ticker_stop })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from the cache) and links a component, checks that
+    /// it targets this host's WIT version, reads its info and validates its
+    /// settings in a fresh instance.
+    pub fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        expected_sha256: Option<&str>,
+        settings: String,
+        limits: Limits,
+    ) -> Result<LoadedComponent, PluginError> {
+        let name: Arc<str> = Arc::from(name);
+        let err = |kind: super::LoadErrorKind| PluginError::Load { plugin: name.to_string(), kind };
+        let bytes = std::fs::read(path)
+            .map_err(|e| err(super::LoadErrorKind::Read(format!("{}: {e}", path.display()))))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(want) = expected_sha256 {
+            if !want.eq_ignore_ascii_case(&sha256) {
+                return Err(err(super::LoadErrorKind::HashMismatch { expected: want.to_string(), actual: sha256 }));
+            }
+        }
+        if limits.memory_bytes > self.options.max_memory_bytes {
+            return Err(err(super::LoadErrorKind::Invalid(format!(
+                "memory limit {} exceeds the engine maximum {}",
+                limits.memory_bytes, self.options.max_memory_bytes
+            ))));
+        }
+        let started = Instant::now();
+        let (component, from_cache) = self.compile_cached(&bytes, &sha256).map_err(|m| err(super::LoadErrorKind::Invalid(m)))?;
+        check_exports(&self.engine, &component).map_err(err)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| err(super::LoadErrorKind::Link(format!("{e:#}"))))?;
+        let pre = PluginPre::new(pre).map_err(|e| err(super::LoadErrorKind::Link(format!("{e:#}"))))?;
+        let load = LoadStats { from_cache, duration: started.elapsed() };
+        let mut loaded =
+            LoadedComponent { name: name.clone(), info: PluginInfo { name: String::new(), version: String::new(), hooks: Hooks::empty() }, sha256, limits, settings, pre, load };
+
+        let (info, _) = self.call(&loaded, |p, store| p.call_info(store))?;
+        loaded.info = info;
+        let settings = loaded.settings.clone();
+        let (validated, _) = self.call(&loaded, |p, store| p.call_validate_settings(store, &settings))?;
+        validated.map_err(|message| PluginError::Settings { plugin: name.to_string(), message })?;
+        Ok(loaded)
+    }
+
+    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), String> {
+        let Some(dir) = &self.options.cache_dir else {
+            return Component::new(&self.engine, bytes).map(|c| (c, false)).map_err(|e| format!("{e:#}"));
+        };
+        // Artifacts are only valid for the same wasmtime version, config and
+        // features: the engine hash is part of the key.
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_key));
+        // Read into memory rather than mmap the file: a cache file truncated
+        // or rewritten in place under a live mapping would SIGBUS the server.
+        if let Ok(artifact) = std::fs::read(&path) {
+            // SAFETY: deserialize trusts the artifact's machine code. The file
+            // is one this host wrote, named by the content hash of its source
+            // and the engine's compatibility hash, in a directory only Berth
+            // writes; wasmtime's header checks reject foreign or corrupt
+            // files, which are then recompiled below.
+            match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e:#}"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        if let Err(e) = write_artifact(dir, &path, &component) {
+            tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
+        }
+        Ok((component, false))
+    }
+
+    fn new_store(&self, plugin: &LoadedComponent) -> Store<CallState> {
+        let state = CallState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryCap { cap: plugin.limits.memory_bytes, exceeded: false, peak: 0 },
+            plugin: plugin.name.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (plugin.limits.deadline.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs `f` against a fresh instance of `plugin`, turning traps, timeouts
+    /// and memory exhaustion into errors that name the plugin.
+    fn call<R>(
+        &self,
+        plugin: &LoadedComponent,
+        f: impl FnOnce(&exports::berth::policy::policy::Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<(R, CallStats), PluginError> {
+        let mut store = self.new_store(plugin);
+        let result = plugin
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(instance.berth_policy_policy(), &mut store));
+        let stats = CallStats { peak_memory_bytes: store.data().limiter.peak };
+        match result {
+            Ok(r) => Ok((r, stats)),
+            Err(e) => Err(classify(&plugin.name, plugin.limits, store.data().limiter.exceeded, e)),
+        }
+    }
+
+    pub fn shape(
+        &self,
+        plugin: &LoadedComponent,
+        hook: Hook,
+        ctx: &SessionContext,
+        object: &str,
+    ) -> Result<(Result<String, Rejection>, CallStats), PluginError> {
+        let (result, stats) = self.call(plugin, |p, store| match hook {
+            Hook::Pod => p.call_shape_pod(store, &plugin.settings, ctx, object),
+            Hook::Pvc => p.call_shape_pvc(store, &plugin.settings, ctx, object),
+        })?;
+        if let Ok(out) = &result {
+            if out.len() > plugin.limits.max_output_bytes {
+                return Err(PluginError::OutputTooLarge {
+                    plugin: plugin.name.to_string(),
+                    size: out.len(),
+                    limit: plugin.limits.max_output_bytes,
+                });
+            }
+        }
+        Ok((result, stats))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Pod,
+    Pvc,
+}
+
+impl Hook {
+    pub fn declared_in(self, hooks: Hooks) -> bool {
+        match self {
+            Hook::Pod => hooks.contains(Hooks::POD),
+            Hook::Pvc => hooks.contains(Hooks::PVC),
+        }
+    }
+}
+
+fn classify(plugin: &str, limits: Limits, memory_exceeded: bool, e: wasmtime::Error) -> PluginError {
+    let plugin = plugin.to_string();
+    if memory_exceeded || e.downcast_ref::<MemoryCapExceeded>().is_some() {
+        return PluginError::MemoryExceeded { plugin, limit: limits.memory_bytes };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginError::Timeout { plugin, deadline: limits.deadline },
+        Some(trap) => PluginError::Trap { plugin, message: format!("{trap}: {e:#}") },
+        None => PluginError::Trap { plugin, message: format!("{e:#}") },
+    }
+}
+
+/// Checks that the component exports this host's policy interface, and says
+/// which version it targets when it does not.
+fn check_exports(engine: &Engine, component: &Component) -> Result<(), super::LoadErrorKind> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    if names.iter().any(|n| n == POLICY_EXPORT) {
+        return Ok(());
+    }
+    let prefix = format!("{WIT_PACKAGE}/policy@");
+    if let Some(other) = names.iter().find_map(|n| n.strip_prefix(&prefix)) {
+        return Err(super::LoadErrorKind::WitVersion { found: other.to_string(), supported: WIT_VERSION.to_string() });
+    }
+    Err(super::LoadErrorKind::MissingExport { expected: POLICY_EXPORT.to_string(), found: names })
+}
+
+fn write_artifact(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    // Write then rename, so a concurrent reader never sees half a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,71 @@
+//! The few quantity conversions the host needs: Bay's memory strings and
+//! storage sizes.
+
+/// Bay writes memory as "1g", "512m" or Kubernetes form ("1Gi"); Kubernetes
+/// reads "512m" as 0.512 bytes, so Bay's driver maps them to binary units.
+pub fn bay_memory_to_k8s(m: &str) -> Result<String, String> {
+    let m = m.trim();
+    let digits = m.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &m[digits.len()..];
+    if digits.is_empty() || digits.parse::<f64>().map(|v| v <= 0.0 || !v.is_finite()).unwrap_or(true) {
+        return Err(format!("memory {m:?} is not a size like \"512m\", \"1g\" or \"1Gi\""));
+    }
+    let unit = match suffix {
+        "k" | "K" | "kb" | "KB" => "Ki",
+        "m" | "M" | "mb" | "MB" => "Mi",
+        "g" | "G" | "gb" | "GB" => "Gi",
+        "t" | "T" => "Ti",
+        "Ki" | "Mi" | "Gi" | "Ti" => suffix,
+        "" => "",
+        _ => return Err(format!("memory {m:?} has an unknown unit {suffix:?}")),
+    };
+    Ok(format!("{digits}{unit}"))
+}
+
+/// Bytes of a Kubernetes storage quantity ("1Gi", "500M", "1073741824").
+pub fn parse_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let digits = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: f64 = digits.parse().ok()?;
+    let mult: f64 = match &q[digits.len()..] {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        _ => return None,
+    };
+    (n >= 0.0 && n.is_finite()).then(|| (n * mult) as u64)
+}
+
+/// Cores as a quantity, in millicores when fractional ("0.5" → "500m").
+pub fn cpu(cores: f64) -> String {
+    let milli = (cores * 1000.0).round() as u64;
+    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bay_memory() {
+        assert_eq!(bay_memory_to_k8s("1g").unwrap(), "1Gi");
+        assert_eq!(bay_memory_to_k8s("512m").unwrap(), "512Mi");
+        assert_eq!(bay_memory_to_k8s("1Gi").unwrap(), "1Gi");
+        assert!(bay_memory_to_k8s("lots").is_err());
+        assert!(bay_memory_to_k8s("1q").is_err());
+    }
+
+    #[test]
+    fn bytes_and_cpu() {
+        assert_eq!(parse_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(parse_bytes("x"), None);
+        assert_eq!(cpu(0.5), "500m");
+        assert_eq!(cpu(2.0), "2");
+    }
+}
