@@ -73,7 +73,11 @@ impl Default for NetworkPolicyConfig {
             ingress_from_pods: BTreeMap::from([("app.kubernetes.io/name".into(), "bay".into())]),
             ingress_from_namespaces: BTreeMap::new(),
             egress: EgressMode::DnsAndExternal,
-            cluster_cidrs: vec!["10.0.0.0/8".into(), "172.16.0.0/12".into(), "192.168.0.0/16".into()],
+            cluster_cidrs: vec![
+                "10.0.0.0/8".into(),
+                "172.16.0.0/12".into(),
+                "192.168.0.0/16".into(),
+            ],
         }
     }
 }
@@ -146,7 +150,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -179,30 +186,50 @@ const LIST_KEYS: &[&str] = &["tokens", "image_pull_secrets"];
 
 impl Config {
     /// Loads `path` (or the defaults), applies the environment, validates.
-    pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let (mut doc, source, base_dir) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
                 let doc: serde_yaml::Value = if text.trim().is_empty() {
                     serde_yaml::Value::Mapping(Default::default())
                 } else {
-                    serde_yaml::from_str(&text)
-                        .map_err(|e| ConfigError::Parse { path: p.display().to_string(), message: e.to_string() })?
+                    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+                        path: p.display().to_string(),
+                        message: e.to_string(),
+                    })?
                 };
-                let base = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+                let base = p
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."));
                 (doc, p.display().to_string(), base)
             }
-            None => (serde_yaml::Value::Mapping(Default::default()), "(defaults)".to_string(), PathBuf::from(".")),
+            None => (
+                serde_yaml::Value::Mapping(Default::default()),
+                "(defaults)".to_string(),
+                PathBuf::from("."),
+            ),
         };
-        let map = doc
-            .as_mapping_mut()
-            .ok_or_else(|| ConfigError::Parse { path: source.clone(), message: "top level must be a mapping".into() })?;
+        let map = doc.as_mapping_mut().ok_or_else(|| ConfigError::Parse {
+            path: source.clone(),
+            message: "top level must be a mapping".into(),
+        })?;
         for key in ENV_KEYS {
             let var = format!("BERTH_{}", key.to_uppercase());
             let Some(raw) = env(&var) else { continue };
             let value = if LIST_KEYS.contains(key) {
                 serde_yaml::Value::Sequence(
-                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| serde_yaml::Value::String(s.into())).collect(),
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| serde_yaml::Value::String(s.into()))
+                        .collect(),
                 )
             } else {
                 // Scalars parse as YAML so numbers stay numbers; strings that
@@ -214,30 +241,50 @@ impl Config {
             };
             map.insert(serde_yaml::Value::String((*key).into()), value);
         }
-        let mut config: Config = serde_yaml::from_value(doc)
-            .map_err(|e| ConfigError::Parse { path: source.clone(), message: e.to_string() })?;
+        let mut config: Config = serde_yaml::from_value(doc).map_err(|e| ConfigError::Parse {
+            path: source.clone(),
+            message: e.to_string(),
+        })?;
         config.base_dir = base_dir;
         if let Some(file) = &config.tokens_file {
-            let file = if file.is_absolute() { file.clone() } else { config.base_dir.join(file) };
+            let file = if file.is_absolute() {
+                file.clone()
+            } else {
+                config.base_dir.join(file)
+            };
             let text = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
                 key: "tokens_file".into(),
                 message: format!("cannot read {}: {e}", file.display()),
             })?;
-            config
-                .tokens
-                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+            config.tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
         }
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| Err(ConfigError::Invalid { key: key.into(), message });
+        let bad = |key: &str, message: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message,
+            })
+        };
         if self.tokens.is_empty() {
             return bad("tokens", "no API tokens configured (set tokens, tokens_file or BERTH_TOKENS): Berth never serves unauthenticated".into());
         }
         if let Some(t) = self.tokens.iter().find(|t| t.len() < 16) {
-            return bad("tokens", format!("a token of {} characters is too short; use at least 16", t.len()));
+            return bad(
+                "tokens",
+                format!(
+                    "a token of {} characters is too short; use at least 16",
+                    t.len()
+                ),
+            );
         }
         if let Err(e) = crate::labels::validate_dns_label(&self.namespace) {
             return bad("namespace", e);
@@ -246,7 +293,13 @@ impl Config {
             return bad("label_prefix", e);
         }
         if crate::quantity::parse_bytes(&self.default_storage_size).is_none() {
-            return bad("default_storage_size", format!("{:?} is not a Kubernetes quantity", self.default_storage_size));
+            return bad(
+                "default_storage_size",
+                format!(
+                    "{:?} is not a Kubernetes quantity",
+                    self.default_storage_size
+                ),
+            );
         }
         for (i, s) in self.image_pull_secrets.iter().enumerate() {
             if let Err(e) = crate::labels::validate_dns_subdomain(s) {
@@ -275,7 +328,9 @@ impl Config {
 
     pub fn plugin_cache_dir(&self) -> PathBuf {
         self.plugin_cache_dir.clone().unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
             home.join(".cache/berth/plugins")
         })
     }
@@ -286,15 +341,31 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn environment_overrides_file_and_is_validated() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.yaml");
-        std::fs::write(&f, "namespace: from-file\ntokens: [aaaaaaaaaaaaaaaaaaaa]\nstartup_timeout_s: 5\n").unwrap();
-        let c = Config::load(Some(&f), &env_of(&[("BERTH_NAMESPACE", "from-env"), ("BERTH_STARTUP_TIMEOUT_S", "7")])).unwrap();
+        std::fs::write(
+            &f,
+            "namespace: from-file\ntokens: [aaaaaaaaaaaaaaaaaaaa]\nstartup_timeout_s: 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            &env_of(&[
+                ("BERTH_NAMESPACE", "from-env"),
+                ("BERTH_STARTUP_TIMEOUT_S", "7"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.namespace, "from-env");
         assert_eq!(c.startup_timeout_s, 7);
         assert_eq!(c.base_dir, dir.path());
@@ -302,11 +373,25 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::load(None, &env_of(&[("BERTH_TOKENS", "aaaaaaaaaaaaaaaaaaaa"), ("BERTH_NAMESPACE", "Not_Valid")])).unwrap_err();
+        let e = Config::load(
+            None,
+            &env_of(&[
+                ("BERTH_TOKENS", "aaaaaaaaaaaaaaaaaaaa"),
+                ("BERTH_NAMESPACE", "Not_Valid"),
+            ]),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("config key namespace:"), "{e}");
         let e = Config::load(None, &env_of(&[])).unwrap_err();
         assert!(e.to_string().starts_with("config key tokens:"), "{e}");
-        let e = Config::load(None, &env_of(&[("BERTH_TOKENS", "aaaaaaaaaaaaaaaaaaaa"), ("BERTH_STARTUP_TIMEOUT_S", "soon")])).unwrap_err();
+        let e = Config::load(
+            None,
+            &env_of(&[
+                ("BERTH_TOKENS", "aaaaaaaaaaaaaaaaaaaa"),
+                ("BERTH_STARTUP_TIMEOUT_S", "soon"),
+            ]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("startup_timeout_s"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.yaml");

@@ -17,7 +17,11 @@ pub enum Error {
     PluginFailed(PluginError),
     /// The Pod cannot become ready; `reason` is Kubernetes' word for why.
     #[error("session {pod} cannot start: {reason}: {message}")]
-    StartFailed { pod: String, reason: String, message: String },
+    StartFailed {
+        pod: String,
+        reason: String,
+        message: String,
+    },
     #[error("{0}")]
     Timeout(String),
     #[error("Kubernetes API unavailable: {0}")]
@@ -44,14 +48,21 @@ impl From<kube::Error> for Error {
             kube::Error::Api(status) => match status.code {
                 404 => Error::NotFound(status.message.clone()),
                 409 => Error::Conflict(status.message.clone()),
-                400 | 422 => Error::InvalidRequest(format!("rejected by the API server: {}", status.message)),
+                400 | 422 => {
+                    Error::InvalidRequest(format!("rejected by the API server: {}", status.message))
+                }
                 // PodSecurity admission and RBAC both answer 403; the message
                 // says which, and Bay's user needs it verbatim.
-                403 => Error::DeniedByPolicy { plugin: "kubernetes-admission".into(), message: status.message.clone() },
+                403 => Error::DeniedByPolicy {
+                    plugin: "kubernetes-admission".into(),
+                    message: status.message.clone(),
+                },
                 429 | 500..=599 => Error::KubernetesUnavailable(status.message.clone()),
                 _ => Error::Kubernetes(status.message.clone()),
             },
-            kube::Error::HyperError(_) | kube::Error::Service(_) => Error::KubernetesUnavailable(e.to_string()),
+            kube::Error::HyperError(_) | kube::Error::Service(_) => {
+                Error::KubernetesUnavailable(e.to_string())
+            }
             _ => Error::Kubernetes(e.to_string()),
         }
     }

@@ -16,10 +16,18 @@ pub fn validate_label_value(v: &str) -> Result<(), String> {
         return Ok(());
     }
     if v.len() > MAX_LABEL_VALUE {
-        return Err(format!("{v:?} is {} characters long; label values may have at most 63", v.len()));
+        return Err(format!(
+            "{v:?} is {} characters long; label values may have at most 63",
+            v.len()
+        ));
     }
-    if !v.chars().all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.')) {
-        return Err(format!("{v:?} may contain only letters, digits, '-', '_' and '.'"));
+    if !v
+        .chars()
+        .all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{v:?} may contain only letters, digits, '-', '_' and '.'"
+        ));
     }
     if !v.starts_with(is_alnum) || !v.ends_with(is_alnum) {
         return Err(format!("{v:?} must start and end with a letter or digit"));
@@ -48,8 +56,13 @@ pub fn validate_dns_label(v: &str) -> Result<(), String> {
     if v.is_empty() || v.len() > 63 {
         return Err(format!("{v:?} must be 1 to 63 characters"));
     }
-    if !v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        return Err(format!("{v:?} may contain only lower-case letters, digits and '-'"));
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "{v:?} may contain only lower-case letters, digits and '-'"
+        ));
     }
     if v.starts_with('-') || v.ends_with('-') {
         return Err(format!("{v:?} must start and end with a letter or digit"));
@@ -81,7 +94,9 @@ pub struct LabelKeys {
 
 impl LabelKeys {
     pub fn new(prefix: &str) -> LabelKeys {
-        LabelKeys { prefix: prefix.to_string() }
+        LabelKeys {
+            prefix: prefix.to_string(),
+        }
     }
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -106,7 +121,11 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> 
 /// A label selector string from exact matches, every part validated.
 pub fn selector(labels: &BTreeMap<String, String>) -> Result<String, String> {
     validate_labels(labels)?;
-    Ok(labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+    Ok(labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 #[cfg(test)]
@@ -117,8 +136,16 @@ mod tests {
     fn label_values() {
         assert!(validate_label_value("sess-1.a_b").is_ok());
         assert!(validate_label_value("").is_ok());
-        assert!(validate_label_value("alice@example.com").unwrap_err().contains("alice@example.com"));
-        assert!(validate_label_value(&"a".repeat(64)).unwrap_err().contains("64 characters"));
+        assert!(
+            validate_label_value("alice@example.com")
+                .unwrap_err()
+                .contains("alice@example.com")
+        );
+        assert!(
+            validate_label_value(&"a".repeat(64))
+                .unwrap_err()
+                .contains("64 characters")
+        );
         assert!(validate_label_value("-a").is_err());
     }
 

@@ -32,7 +32,10 @@ fn default_memory() -> String {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { cpus: default_cpus(), memory: default_memory() }
+        Resources {
+            cpus: default_cpus(),
+            memory: default_memory(),
+        }
     }
 }
 
@@ -122,7 +125,13 @@ impl Profile {
             }
             let idx = specs.iter().position(|c| c.primary).unwrap_or(0);
             let primary = specs.remove(idx);
-            specs.insert(0, ContainerSpec { primary: true, ..primary });
+            specs.insert(
+                0,
+                ContainerSpec {
+                    primary: true,
+                    ..primary
+                },
+            );
             return Ok(specs);
         }
         let image = self

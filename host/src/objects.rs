@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, LocalObjectReference, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, ResourceRequirements, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, LocalObjectReference,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, ResourceRequirements, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -62,29 +62,42 @@ pub fn plan(config: &Config, req: &SessionRequest) -> Result<SessionPlan, Error>
         labels::validate_label_value(v).map_err(|e| invalid(format!("{field}: {e}")))?;
     }
     let pod_name = pod_name(config, &s.id);
-    labels::validate_dns_subdomain(&pod_name).map_err(|e| invalid(format!("session.id gives Pod name {e}")))?;
-    labels::validate_dns_subdomain(&req.cargo.driver_ref).map_err(|e| invalid(format!("cargo.driver_ref: {e}")))?;
+    labels::validate_dns_subdomain(&pod_name)
+        .map_err(|e| invalid(format!("session.id gives Pod name {e}")))?;
+    labels::validate_dns_subdomain(&req.cargo.driver_ref)
+        .map_err(|e| invalid(format!("cargo.driver_ref: {e}")))?;
     labels::validate_labels(req.labels).map_err(|e| invalid(format!("labels: {e}")))?;
 
     let containers = req.profile.container_specs().map_err(invalid)?;
     let mut seen = Vec::new();
     for (i, c) in containers.iter().enumerate() {
-        labels::validate_dns_label(&c.name).map_err(|e| invalid(format!("profile.containers[{i}].name: {e}")))?;
+        labels::validate_dns_label(&c.name)
+            .map_err(|e| invalid(format!("profile.containers[{i}].name: {e}")))?;
         if seen.contains(&c.name) {
-            return Err(invalid(format!("profile.containers[{i}].name {:?} is used twice", c.name)));
+            return Err(invalid(format!(
+                "profile.containers[{i}].name {:?} is used twice",
+                c.name
+            )));
         }
         seen.push(c.name.clone());
         if c.image.trim().is_empty() {
-            return Err(invalid(format!("profile.containers[{i}].image must not be empty")));
+            return Err(invalid(format!(
+                "profile.containers[{i}].image must not be empty"
+            )));
         }
         if c.runtime_port == 0 {
-            return Err(invalid(format!("profile.containers[{i}].runtime_port must be 1..=65535")));
+            return Err(invalid(format!(
+                "profile.containers[{i}].runtime_port must be 1..=65535"
+            )));
         }
         if let Some(r) = &c.resources {
             if !(r.cpus > 0.0 && r.cpus.is_finite()) {
-                return Err(invalid(format!("profile.containers[{i}].resources.cpus must be a positive number")));
+                return Err(invalid(format!(
+                    "profile.containers[{i}].resources.cpus must be a positive number"
+                )));
             }
-            quantity::bay_memory_to_k8s(&r.memory).map_err(|e| invalid(format!("profile.containers[{i}].resources: {e}")))?;
+            quantity::bay_memory_to_k8s(&r.memory)
+                .map_err(|e| invalid(format!("profile.containers[{i}].resources: {e}")))?;
         }
     }
     let primary = &containers[0];
@@ -109,7 +122,12 @@ pub fn plan(config: &Config, req: &SessionRequest) -> Result<SessionPlan, Error>
         cargo_size_limit_mb: req.cargo.size_limit_mb,
         labels: out.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
-    Ok(SessionPlan { pod_name, labels: out, containers, context })
+    Ok(SessionPlan {
+        pod_name,
+        labels: out,
+        containers,
+        context,
+    })
 }
 
 fn env(req: &SessionRequest, spec: &ContainerSpec, multi: bool) -> Vec<EnvVar> {
@@ -117,7 +135,11 @@ fn env(req: &SessionRequest, spec: &ContainerSpec, multi: bool) -> Vec<EnvVar> {
     vars.extend(req.profile.env.clone());
     vars.extend(spec.env.clone());
     if let Some(p) = &req.profile.proxy {
-        for (name, value) in [("HTTP_PROXY", &p.http), ("HTTPS_PROXY", &p.https), ("NO_PROXY", &p.no_proxy)] {
+        for (name, value) in [
+            ("HTTP_PROXY", &p.http),
+            ("HTTPS_PROXY", &p.https),
+            ("NO_PROXY", &p.no_proxy),
+        ] {
             if let Some(v) = value {
                 vars.insert(name.into(), v.clone());
                 vars.insert(name.to_lowercase(), v.clone());
@@ -130,11 +152,21 @@ fn env(req: &SessionRequest, spec: &ContainerSpec, multi: bool) -> Vec<EnvVar> {
     if multi {
         vars.insert("BAY_CONTAINER_NAME".into(), spec.name.clone());
     }
-    vars.into_iter().map(|(name, value)| EnvVar { name, value: Some(value), value_from: None }).collect()
+    vars.into_iter()
+        .map(|(name, value)| EnvVar {
+            name,
+            value: Some(value),
+            value_from: None,
+        })
+        .collect()
 }
 
 fn resources(spec: &ContainerSpec, profile: &Profile) -> ResourceRequirements {
-    let r = spec.resources.clone().or_else(|| profile.resources.clone()).unwrap_or_default();
+    let r = spec
+        .resources
+        .clone()
+        .or_else(|| profile.resources.clone())
+        .unwrap_or_default();
     // Contract: limit cpu = cpus, request cpu = cpus/2, memory request = limit.
     let memory = quantity::bay_memory_to_k8s(&r.memory).unwrap_or_else(|_| "1Gi".into());
     ResourceRequirements {
@@ -166,7 +198,10 @@ pub fn session_pod(config: &Config, req: &SessionRequest, plan: &SessionPlan) ->
         // Browsers crash on the container runtime's 64 MiB /dev/shm.
         volumes.push(Volume {
             name: "dshm".into(),
-            empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(Quantity("1Gi".into())) }),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("1Gi".into())),
+            }),
             ..Default::default()
         });
     }
@@ -174,16 +209,28 @@ pub fn session_pod(config: &Config, req: &SessionRequest, plan: &SessionPlan) ->
         .containers
         .iter()
         .map(|spec| {
-            let mut mounts = vec![VolumeMount { name: WORKSPACE_VOLUME.into(), mount_path: WORKSPACE_PATH.into(), ..Default::default() }];
+            let mut mounts = vec![VolumeMount {
+                name: WORKSPACE_VOLUME.into(),
+                mount_path: WORKSPACE_PATH.into(),
+                ..Default::default()
+            }];
             if spec.runtime_type == "browser" {
-                mounts.push(VolumeMount { name: "dshm".into(), mount_path: "/dev/shm".into(), ..Default::default() });
+                mounts.push(VolumeMount {
+                    name: "dshm".into(),
+                    mount_path: "/dev/shm".into(),
+                    ..Default::default()
+                });
             }
             Container {
                 name: spec.name.clone(),
                 image: Some(spec.image.clone()),
                 image_pull_policy: Some(config.image_pull_policy.as_k8s().into()),
                 env: Some(env(req, spec, multi)),
-                ports: Some(vec![ContainerPort { container_port: spec.runtime_port.into(), protocol: Some("TCP".into()), ..Default::default() }]),
+                ports: Some(vec![ContainerPort {
+                    container_port: spec.runtime_port.into(),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
                 resources: Some(resources(spec, req.profile)),
                 volume_mounts: Some(mounts),
                 security_context: spec.security_context.clone(),
@@ -207,7 +254,11 @@ pub fn session_pod(config: &Config, req: &SessionRequest, plan: &SessionPlan) ->
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             image_pull_secrets: (!config.image_pull_secrets.is_empty()).then(|| {
-                config.image_pull_secrets.iter().map(|n| LocalObjectReference { name: n.clone() }).collect()
+                config
+                    .image_pull_secrets
+                    .iter()
+                    .map(|n| LocalObjectReference { name: n.clone() })
+                    .collect()
             }),
             termination_grace_period_seconds: Some(10),
             ..Default::default()
@@ -217,7 +268,11 @@ pub fn session_pod(config: &Config, req: &SessionRequest, plan: &SessionPlan) ->
 }
 
 /// The cargo PVC as Berth builds it, before plugins.
-pub fn cargo_pvc(config: &Config, name: &str, labels: &BTreeMap<String, String>) -> PersistentVolumeClaim {
+pub fn cargo_pvc(
+    config: &Config,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> PersistentVolumeClaim {
     let keys = LabelKeys::new(&config.label_prefix);
     let mut all = labels.clone();
     all.insert(keys.managed(), "true".into());
@@ -231,7 +286,10 @@ pub fn cargo_pvc(config: &Config, name: &str, labels: &BTreeMap<String, String>)
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), Quantity(config.default_storage_size.clone()))])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(config.default_storage_size.clone()),
+                )])),
                 limits: None,
             }),
             storage_class_name: config.storage_class.clone(),
@@ -242,13 +300,21 @@ pub fn cargo_pvc(config: &Config, name: &str, labels: &BTreeMap<String, String>)
 }
 
 /// The context plugins see for a cargo PVC.
-pub fn cargo_context(config: &Config, name: &str, labels: &BTreeMap<String, String>, size_limit_mb: u64) -> SessionContext {
+pub fn cargo_context(
+    config: &Config,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    size_limit_mb: u64,
+) -> SessionContext {
     let keys = LabelKeys::new(&config.label_prefix);
     let get = |k: &str| labels.get(&keys.key(k)).cloned().unwrap_or_default();
     SessionContext {
         session_id: get("session_id"),
         sandbox_id: get("sandbox_id"),
-        cargo_id: labels.get(&keys.key("cargo_id")).cloned().unwrap_or_else(|| name.to_string()),
+        cargo_id: labels
+            .get(&keys.key("cargo_id"))
+            .cloned()
+            .unwrap_or_else(|| name.to_string()),
         profile_id: get("profile_id"),
         namespace: config.namespace.clone(),
         runtime_port: 0,

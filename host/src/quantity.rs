@@ -7,8 +7,15 @@ pub fn bay_memory_to_k8s(m: &str) -> Result<String, String> {
     let m = m.trim();
     let digits = m.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let suffix = &m[digits.len()..];
-    if digits.is_empty() || digits.parse::<f64>().map(|v| v <= 0.0 || !v.is_finite()).unwrap_or(true) {
-        return Err(format!("memory {m:?} is not a size like \"512m\", \"1g\" or \"1Gi\""));
+    if digits.is_empty()
+        || digits
+            .parse::<f64>()
+            .map(|v| v <= 0.0 || !v.is_finite())
+            .unwrap_or(true)
+    {
+        return Err(format!(
+            "memory {m:?} is not a size like \"512m\", \"1g\" or \"1Gi\""
+        ));
     }
     let unit = match suffix {
         "k" | "K" | "kb" | "KB" => "Ki",
@@ -45,7 +52,11 @@ pub fn parse_bytes(q: &str) -> Option<u64> {
 /// Cores as a quantity, in millicores when fractional ("0.5" → "500m").
 pub fn cpu(cores: f64) -> String {
     let milli = (cores * 1000.0).round() as u64;
-    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
+    if milli % 1000 == 0 {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
 }
 
 #[cfg(test)]

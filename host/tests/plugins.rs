@@ -8,12 +8,20 @@ use std::sync::Arc;
 
 use berth::objects::{self, SessionRequest};
 use berth::plugin::runtime::SessionContext;
-use berth::plugin::{Hook, LoadErrorKind, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime, RuntimeOptions};
+use berth::plugin::{
+    Hook, LoadErrorKind, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime,
+    RuntimeOptions,
+};
 use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 fn runtime() -> Runtime {
-    Runtime::new(RuntimeOptions { cache_dir: None, max_instances: 16, max_memory_bytes: 256 << 20 }).expect("runtime")
+    Runtime::new(RuntimeOptions {
+        cache_dir: None,
+        max_instances: 16,
+        max_memory_bytes: 256 << 20,
+    })
+    .expect("runtime")
 }
 
 fn engine(configs: &[PluginConfig]) -> Result<PolicyEngine, PluginError> {
@@ -23,14 +31,24 @@ fn engine(configs: &[PluginConfig]) -> Result<PolicyEngine, PluginError> {
 fn base(profile: &berth::model::Profile) -> (Pod, SessionContext) {
     let config = test_config("berth-plain");
     let (s, c, l) = (session("s1"), cargo("c1"), labels());
-    let req = SessionRequest { session: &s, profile, cargo: &c, labels: &l };
+    let req = SessionRequest {
+        session: &s,
+        profile,
+        cargo: &c,
+        labels: &l,
+    };
     let plan = objects::plan(&config, &req).expect("plan");
     (objects::session_pod(&config, &req, &plan), plan.context)
 }
 
-fn shape(engine: &PolicyEngine, profile: &berth::model::Profile) -> Result<berth::plugin::Shaped<Pod>, PolicyError> {
+fn shape(
+    engine: &PolicyEngine,
+    profile: &berth::model::Profile,
+) -> Result<berth::plugin::Shaped<Pod>, PolicyError> {
     let (pod, ctx) = base(profile);
-    engine.chain().shape(engine.runtime(), Hook::Pod, &ctx, pod, "bay")
+    engine
+        .chain()
+        .shape(engine.runtime(), Hook::Pod, &ctx, pod, "bay")
 }
 
 #[test]
@@ -43,14 +61,26 @@ fn shipped_chain_shapes_a_session_pod() {
     assert_eq!(psc.run_as_non_root, Some(true));
     assert_eq!(psc.run_as_user, Some(1000));
     assert_eq!(psc.fs_group, Some(1000));
-    assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
     let c = &spec.containers[0];
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
 
-    assert_eq!(spec.node_selector.as_ref().unwrap()["berth.test/pool"], "sandbox");
-    assert_eq!(spec.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("berth.test/dedicated"));
+    assert_eq!(
+        spec.node_selector.as_ref().unwrap()["berth.test/pool"],
+        "sandbox"
+    );
+    assert_eq!(
+        spec.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("berth.test/dedicated")
+    );
 
     let res = c.resources.as_ref().unwrap();
     assert_eq!(res.limits.as_ref().unwrap()["ephemeral-storage"].0, "2Gi");
@@ -59,10 +89,29 @@ fn shipped_chain_shapes_a_session_pod() {
     // One diff per plugin, each touching what that plugin owns.
     let names: Vec<_> = shaped.steps.iter().map(|s| s.plugin.as_str()).collect();
     assert_eq!(names, ["restricted", "scheduling", "resources"]);
-    let paths = |i: usize| shaped.steps[i].patch.0.iter().map(|op| op.path().to_string()).collect::<Vec<_>>();
-    assert!(paths(0).iter().any(|p| p.contains("securityContext")), "{:?}", paths(0));
-    assert!(paths(1).iter().any(|p| p.contains("nodeSelector")), "{:?}", paths(1));
-    assert!(paths(2).iter().all(|p| p.contains("resources")), "{:?}", paths(2));
+    let paths = |i: usize| {
+        shaped.steps[i]
+            .patch
+            .0
+            .iter()
+            .map(|op| op.path().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        paths(0).iter().any(|p| p.contains("securityContext")),
+        "{:?}",
+        paths(0)
+    );
+    assert!(
+        paths(1).iter().any(|p| p.contains("nodeSelector")),
+        "{:?}",
+        paths(1)
+    );
+    assert!(
+        paths(2).iter().all(|p| p.contains("resources")),
+        "{:?}",
+        paths(2)
+    );
 }
 
 #[test]
@@ -70,21 +119,31 @@ fn per_profile_rules_and_clamping() {
     let engine = engine(&shipped_chain()).expect("load");
     let mut p = profile();
     p.id = "gpu".into();
-    p.resources = Some(berth::model::Resources { cpus: 16.0, memory: "64g".into() });
+    p.resources = Some(berth::model::Resources {
+        cpus: 16.0,
+        memory: "64g".into(),
+    });
     let shaped = shape(&engine, &p).expect("shape");
     let spec = shaped.object.spec.unwrap();
     assert_eq!(spec.node_selector.unwrap()["berth.test/pool"], "dedicated");
     let res = spec.containers[0].resources.clone().unwrap();
     assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "4", "clamped to max");
     assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "8Gi");
-    assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "8Gi", "request follows the clamped limit");
+    assert_eq!(
+        res.requests.as_ref().unwrap()["memory"].0,
+        "8Gi",
+        "request follows the clamped limit"
+    );
 }
 
 #[test]
 fn restricted_denies_privileged_profiles_with_its_message() {
     let engine = engine(&shipped_chain()).expect("load");
     let mut p = profile();
-    p.security_context = Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
+    p.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
     match shape(&engine, &p) {
         Err(PolicyError::Denied { plugin, message }) => {
             assert_eq!(plugin, "restricted");
@@ -101,11 +160,32 @@ fn sidecar_pods_are_shaped_container_by_container() {
     let spec = shaped.object.spec.unwrap();
     assert_eq!(spec.containers.len(), 2);
     for c in &spec.containers {
-        assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(false), "{}", c.name);
-        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == "/workspace"));
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .allow_privilege_escalation,
+            Some(false),
+            "{}",
+            c.name
+        );
+        assert!(
+            c.volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/workspace")
+        );
     }
     let browser = &spec.containers[1];
-    assert!(browser.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == "/dev/shm"));
+    assert!(
+        browser
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.mount_path == "/dev/shm")
+    );
 }
 
 #[test]
@@ -115,19 +195,39 @@ fn pvc_is_sized_from_the_cargo_and_bounded() {
     let labels = labels();
     let pvc = objects::cargo_pvc(&config, "cargo-c1", &labels);
     let ctx = objects::cargo_context(&config, "cargo-c1", &labels, 4096);
-    let shaped = engine.chain().shape(engine.runtime(), Hook::Pvc, &ctx, pvc.clone(), "bay").expect("shape");
-    let size = &shaped.object.spec.unwrap().resources.unwrap().requests.unwrap()["storage"];
+    let shaped = engine
+        .chain()
+        .shape(engine.runtime(), Hook::Pvc, &ctx, pvc.clone(), "bay")
+        .expect("shape");
+    let size = &shaped
+        .object
+        .spec
+        .unwrap()
+        .resources
+        .unwrap()
+        .requests
+        .unwrap()["storage"];
     assert_eq!(size.0, "4Gi");
-    assert_eq!(shaped.steps.len(), 1, "only resources declares the pvc hook");
+    assert_eq!(
+        shaped.steps.len(),
+        1,
+        "only resources declares the pvc hook"
+    );
 
     let mut deny = shipped_chain();
     deny[2].settings["on_exceed"] = "deny".into();
     let engine = self::engine(&deny).expect("load");
     let ctx = objects::cargo_context(&config, "cargo-c1", &labels, 100 * 1024);
-    match engine.chain().shape(engine.runtime(), Hook::Pvc, &ctx, pvc, "bay") {
+    match engine
+        .chain()
+        .shape(engine.runtime(), Hook::Pvc, &ctx, pvc, "bay")
+    {
         Err(PolicyError::Denied { plugin, message }) => {
             assert_eq!(plugin, "resources");
-            assert!(message.contains("above the maximum claim size 20Gi"), "{message}");
+            assert!(
+                message.contains("above the maximum claim size 20Gi"),
+                "{message}"
+            );
         }
         other => panic!("expected a denial, got {:?}", other.map(|s| s.steps.len())),
     }
@@ -141,7 +241,10 @@ fn hostile_error(mode: &str) -> PluginError {
             // The host keeps serving: the same engine runs a good call next.
             e
         }
-        other => panic!("mode {mode}: expected a plugin error, got {:?}", other.map(|s| s.steps.len())),
+        other => panic!(
+            "mode {mode}: expected a plugin error, got {:?}",
+            other.map(|s| s.steps.len())
+        ),
     }
 }
 
@@ -172,21 +275,39 @@ fn endless_loops_hit_the_deadline() {
 #[test]
 fn memory_bombs_hit_the_cap() {
     let e = hostile_error("memory-bomb");
-    assert!(matches!(e, PluginError::MemoryExceeded { limit, .. } if limit == 64 << 20), "{e}");
+    assert!(
+        matches!(e, PluginError::MemoryExceeded { limit, .. } if limit == 64 << 20),
+        "{e}"
+    );
 }
 
 #[test]
 fn invalid_output_is_rejected_with_the_reason() {
     let e = hostile_error("garbage");
-    assert!(matches!(&e, PluginError::InvalidOutput { message, .. } if message.starts_with("not JSON")), "{e}");
+    assert!(
+        matches!(&e, PluginError::InvalidOutput { message, .. } if message.starts_with("not JSON")),
+        "{e}"
+    );
     let e = hostile_error("not-object");
-    assert!(matches!(&e, PluginError::InvalidOutput { message, .. } if message == "not a JSON object"), "{e}");
+    assert!(
+        matches!(&e, PluginError::InvalidOutput { message, .. } if message == "not a JSON object"),
+        "{e}"
+    );
     let e = hostile_error("invalid-pod");
-    assert!(matches!(&e, PluginError::InvalidOutput { kind: "Pod", message, .. } if message.contains("invalid type")), "{e}");
+    assert!(
+        matches!(&e, PluginError::InvalidOutput { kind: "Pod", message, .. } if message.contains("invalid type")),
+        "{e}"
+    );
     let e = hostile_error("huge");
-    assert!(matches!(e, PluginError::OutputTooLarge { limit, size, .. } if limit == 1 << 20 && size > 8 << 20), "{e}");
+    assert!(
+        matches!(e, PluginError::OutputTooLarge { limit, size, .. } if limit == 1 << 20 && size > 8 << 20),
+        "{e}"
+    );
     let e = hostile_error("error");
-    assert!(matches!(&e, PluginError::Reported { message, .. } if message == "hostile plugin could not cope"), "{e}");
+    assert!(
+        matches!(&e, PluginError::Reported { message, .. } if message == "hostile plugin could not cope"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -194,7 +315,10 @@ fn identity_fields_are_protected() {
     for (mode, field) in [
         ("rename", "metadata.name"),
         ("drop-managed-label", "managed label set"),
-        ("unmount-workspace", "spec.containers[ship].volumeMounts[workspace]"),
+        (
+            "unmount-workspace",
+            "spec.containers[ship].volumeMounts[workspace]",
+        ),
     ] {
         match hostile_error(mode) {
             PluginError::IdentityViolation { field: f, .. } => assert_eq!(f, field, "mode {mode}"),
@@ -207,8 +331,13 @@ fn identity_fields_are_protected() {
 fn plugins_have_no_ambient_authority() {
     let engine = engine(&[hostile("probe-ambient")]).unwrap();
     match shape(&engine, &profile()) {
-        Err(PolicyError::Denied { message, .. }) => assert_eq!(message, "ambient fs=false env=false net=false"),
-        other => panic!("expected the probe's report, got {:?}", other.map(|s| s.steps.len())),
+        Err(PolicyError::Denied { message, .. }) => {
+            assert_eq!(message, "ambient fs=false env=false net=false")
+        }
+        other => panic!(
+            "expected the probe's report, got {:?}",
+            other.map(|s| s.steps.len())
+        ),
     }
 }
 
@@ -230,8 +359,18 @@ fn load_errors_are_precise() {
         Err(e) => panic!("expected a load error, got {e}"),
         Ok(_) => panic!("expected a load error"),
     };
-    let future = plugin("future", "berth_fixture_future_wit", serde_json::Value::Null);
-    assert_eq!(load_kind(future), LoadErrorKind::WitVersion { found: "9.0.0".into(), supported: "0.1.0".into() });
+    let future = plugin(
+        "future",
+        "berth_fixture_future_wit",
+        serde_json::Value::Null,
+    );
+    assert_eq!(
+        load_kind(future),
+        LoadErrorKind::WitVersion {
+            found: "9.0.0".into(),
+            supported: "0.1.0".into()
+        }
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.wasm");
@@ -268,30 +407,54 @@ fn load_errors_are_precise() {
     match engine(&bad) {
         Err(PluginError::Settings { plugin, message }) => {
             assert_eq!(plugin, "restricted");
-            assert!(message.contains("run_as_user must be a non-root uid"), "{message}");
+            assert!(
+                message.contains("run_as_user must be a non-root uid"),
+                "{message}"
+            );
         }
         Err(e) => panic!("expected a settings error, got {e}"),
         Ok(_) => panic!("expected a settings error"),
     }
     bad[0].settings = serde_json::json!({ "run_as_usr": 5 });
-    assert!(matches!(engine(&bad), Err(PluginError::Settings { message, .. }) if message.contains("unknown field `run_as_usr`")));
+    assert!(
+        matches!(engine(&bad), Err(PluginError::Settings { message, .. }) if message.contains("unknown field `run_as_usr`"))
+    );
 }
 
 #[test]
 fn compiled_plugins_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = RuntimeOptions { cache_dir: Some(dir.path().to_path_buf()), max_instances: 8, max_memory_bytes: 256 << 20 };
-    let first = PolicyEngine::new(Runtime::new(opts.clone()).unwrap(), &shipped_chain(), Path::new("/")).unwrap();
+    let opts = RuntimeOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        max_instances: 8,
+        max_memory_bytes: 256 << 20,
+    };
+    let first = PolicyEngine::new(
+        Runtime::new(opts.clone()).unwrap(),
+        &shipped_chain(),
+        Path::new("/"),
+    )
+    .unwrap();
     assert!(first.chain().summaries().iter().all(|s| !s.from_cache));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
-    let second = PolicyEngine::new(Runtime::new(opts.clone()).unwrap(), &shipped_chain(), Path::new("/")).unwrap();
+    let second = PolicyEngine::new(
+        Runtime::new(opts.clone()).unwrap(),
+        &shipped_chain(),
+        Path::new("/"),
+    )
+    .unwrap();
     assert!(second.chain().summaries().iter().all(|s| s.from_cache));
 
     // A corrupt artifact is discarded and rebuilt, not trusted.
     for f in std::fs::read_dir(dir.path()).unwrap() {
         std::fs::write(f.unwrap().path(), b"corrupt").unwrap();
     }
-    let third = PolicyEngine::new(Runtime::new(opts).unwrap(), &shipped_chain(), Path::new("/")).unwrap();
+    let third = PolicyEngine::new(
+        Runtime::new(opts).unwrap(),
+        &shipped_chain(),
+        Path::new("/"),
+    )
+    .unwrap();
     assert!(third.chain().summaries().iter().all(|s| !s.from_cache));
     assert!(shape(&third, &profile()).is_ok());
 }
@@ -302,7 +465,9 @@ fn reload_swaps_generations_atomically_and_keeps_the_last_good_one() {
     let before = engine.chain();
     assert_eq!(before.generation, 1);
 
-    let generation = engine.reload(&shipped_chain(), Path::new("/")).expect("reload");
+    let generation = engine
+        .reload(&shipped_chain(), Path::new("/"))
+        .expect("reload");
     assert_eq!(generation, 2);
     assert_eq!(engine.chain().summaries().len(), 3);
     // A caller holding the old generation finishes on it.
@@ -311,7 +476,11 @@ fn reload_swaps_generations_atomically_and_keeps_the_last_good_one() {
     let broken = vec![shipped_chain()[0].clone(), hostile("bad-settings")];
     let err = engine.reload(&broken, Path::new("/")).unwrap_err();
     assert!(matches!(err, PluginError::Settings { .. }));
-    assert_eq!(engine.chain().generation, 2, "the last good generation keeps serving");
+    assert_eq!(
+        engine.chain().generation,
+        2,
+        "the last good generation keeps serving"
+    );
     assert!(engine.last_error().unwrap().contains("bad-settings"));
     assert!(shape(&engine, &profile()).is_ok());
 }
@@ -326,7 +495,10 @@ fn plugins_apply_only_to_their_profiles_and_namespaces() {
     assert!(shape(&engine, &profile()).unwrap().steps.is_empty());
     let mut gpu = profile();
     gpu.id = "gpu".into();
-    assert!(matches!(shape(&engine, &gpu), Err(PolicyError::Denied { .. })));
+    assert!(matches!(
+        shape(&engine, &gpu),
+        Err(PolicyError::Denied { .. })
+    ));
 }
 
 #[test]
@@ -337,6 +509,11 @@ fn pvc_hook_identity_is_protected_too() {
     l.insert("bay.session_id".into(), "s1".into());
     let pvc: PersistentVolumeClaim = objects::cargo_pvc(&config, "cargo-c1", &l);
     let ctx = objects::cargo_context(&config, "cargo-c1", &l, 1024);
-    let r = engine.chain().shape(engine.runtime(), Hook::Pvc, &ctx, pvc, "bay");
-    assert!(matches!(r, Err(PolicyError::Plugin(PluginError::IdentityViolation { .. }))));
+    let r = engine
+        .chain()
+        .shape(engine.runtime(), Hook::Pvc, &ctx, pvc, "bay");
+    assert!(matches!(
+        r,
+        Err(PolicyError::Plugin(PluginError::IdentityViolation { .. }))
+    ));
 }

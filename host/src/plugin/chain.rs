@@ -66,29 +66,54 @@ pub struct PluginSummary {
 
 impl Chain {
     pub fn empty() -> Chain {
-        Chain { generation: 0, entries: Vec::new() }
+        Chain {
+            generation: 0,
+            entries: Vec::new(),
+        }
     }
 
     /// Loads every configured plugin; any failure fails the whole generation.
-    pub fn load(runtime: &Runtime, configs: &[PluginConfig], base_dir: &Path, generation: u64) -> Result<Chain, PluginError> {
+    pub fn load(
+        runtime: &Runtime,
+        configs: &[PluginConfig],
+        base_dir: &Path,
+        generation: u64,
+    ) -> Result<Chain, PluginError> {
         let mut ordered: Vec<&PluginConfig> = configs.iter().collect();
         ordered.sort_by_key(|c| c.order);
         let mut entries = Vec::with_capacity(ordered.len());
         for (i, c) in ordered.iter().enumerate() {
             if ordered[..i].iter().any(|o| o.name == c.name) {
-                return Err(PluginError::Config(format!("two plugins are named {:?}", c.name)));
+                return Err(PluginError::Config(format!(
+                    "two plugins are named {:?}",
+                    c.name
+                )));
             }
-            c.validate(&format!("plugins[{}]", c.name)).map_err(PluginError::Config)?;
-            let path = if c.path.is_absolute() { c.path.clone() } else { base_dir.join(&c.path) };
-            let settings = serde_json::to_string(&c.settings).map_err(|e| PluginError::Config(e.to_string()))?;
-            let component = runtime.load(&c.name, &path, c.sha256.as_deref(), settings, c.limits())?;
+            c.validate(&format!("plugins[{}]", c.name))
+                .map_err(PluginError::Config)?;
+            let path = if c.path.is_absolute() {
+                c.path.clone()
+            } else {
+                base_dir.join(&c.path)
+            };
+            let settings = serde_json::to_string(&c.settings)
+                .map_err(|e| PluginError::Config(e.to_string()))?;
+            let component =
+                runtime.load(&c.name, &path, c.sha256.as_deref(), settings, c.limits())?;
             tracing::info!(
                 plugin = %c.name, version = %component.info.version, from_cache = component.load.from_cache,
                 load_ms = component.load.duration.as_secs_f64() * 1e3, "plugin loaded"
             );
-            entries.push(Entry { component, profiles: c.profiles.clone(), namespaces: c.namespaces.clone() });
+            entries.push(Entry {
+                component,
+                profiles: c.profiles.clone(),
+                namespaces: c.namespaces.clone(),
+            });
         }
-        Ok(Chain { generation, entries })
+        Ok(Chain {
+            generation,
+            entries,
+        })
     }
 
     pub fn summaries(&self) -> Vec<PluginSummary> {
@@ -134,7 +159,11 @@ impl Chain {
         let identity = Identity::of(&current, label_prefix);
         let mut steps = Vec::new();
         let mut typed = object;
-        for entry in self.entries.iter().filter(|e| e.applies(hook, &ctx.profile_id, &ctx.namespace)) {
+        for entry in self
+            .entries
+            .iter()
+            .filter(|e| e.applies(hook, &ctx.profile_id, &ctx.namespace))
+        {
             let plugin = entry.component.name.to_string();
             let span = tracing::debug_span!("plugin", plugin = %plugin, hook = ?hook);
             let _g = span.enter();
@@ -144,25 +173,53 @@ impl Chain {
             let duration = started.elapsed();
             let out = match result {
                 Ok(out) => out,
-                Err(Rejection::Deny(message)) => return Err(PolicyError::Denied { plugin, message }),
-                Err(Rejection::Error(message)) => return Err(PluginError::Reported { plugin, message }.into()),
+                Err(Rejection::Deny(message)) => {
+                    return Err(PolicyError::Denied { plugin, message });
+                }
+                Err(Rejection::Error(message)) => {
+                    return Err(PluginError::Reported { plugin, message }.into());
+                }
             };
-            let next: Value = serde_json::from_str(&out)
-                .map_err(|e| PluginError::InvalidOutput { plugin: plugin.clone(), kind, message: format!("not JSON: {e}") })?;
+            let next: Value =
+                serde_json::from_str(&out).map_err(|e| PluginError::InvalidOutput {
+                    plugin: plugin.clone(),
+                    kind,
+                    message: format!("not JSON: {e}"),
+                })?;
             if !next.is_object() {
-                return Err(PluginError::InvalidOutput { plugin, kind, message: "not a JSON object".into() }.into());
+                return Err(PluginError::InvalidOutput {
+                    plugin,
+                    kind,
+                    message: "not a JSON object".into(),
+                }
+                .into());
             }
-            typed = serde_json::from_value(next.clone())
-                .map_err(|e| PluginError::InvalidOutput { plugin: plugin.clone(), kind, message: e.to_string() })?;
+            typed =
+                serde_json::from_value(next.clone()).map_err(|e| PluginError::InvalidOutput {
+                    plugin: plugin.clone(),
+                    kind,
+                    message: e.to_string(),
+                })?;
             if let Some(field) = identity.violation(&Identity::of(&next, label_prefix)) {
                 return Err(PluginError::IdentityViolation { plugin, field }.into());
             }
             let patch = json_patch::diff(&current, &next);
-            tracing::debug!(ops = patch.0.len(), us = duration.as_micros() as u64, "plugin applied");
-            steps.push(Step { plugin, patch, duration });
+            tracing::debug!(
+                ops = patch.0.len(),
+                us = duration.as_micros() as u64,
+                "plugin applied"
+            );
+            steps.push(Step {
+                plugin,
+                patch,
+                duration,
+            });
             current = next;
         }
-        Ok(Shaped { object: typed, steps })
+        Ok(Shaped {
+            object: typed,
+            steps,
+        })
     }
 }
 
@@ -175,7 +232,11 @@ pub struct PolicyEngine {
 }
 
 impl PolicyEngine {
-    pub fn new(runtime: Runtime, configs: &[PluginConfig], base_dir: &Path) -> Result<Self, PluginError> {
+    pub fn new(
+        runtime: Runtime,
+        configs: &[PluginConfig],
+        base_dir: &Path,
+    ) -> Result<Self, PluginError> {
         let chain = Chain::load(&runtime, configs, base_dir, 1)?;
         Ok(PolicyEngine {
             runtime,
@@ -192,11 +253,17 @@ impl PolicyEngine {
     pub fn chain(&self) -> Arc<Chain> {
         // A poisoned lock only means a panic elsewhere while swapping an Arc;
         // the Arc inside is still whole.
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Builds a new generation; only a fully loaded one replaces the current.

@@ -17,8 +17,14 @@ impl Identity {
         let mut fields = vec![
             ("apiVersion".to_string(), object["apiVersion"].clone()),
             ("kind".to_string(), object["kind"].clone()),
-            ("metadata.name".to_string(), object["metadata"]["name"].clone()),
-            ("metadata.namespace".to_string(), object["metadata"]["namespace"].clone()),
+            (
+                "metadata.name".to_string(),
+                object["metadata"]["name"].clone(),
+            ),
+            (
+                "metadata.namespace".to_string(),
+                object["metadata"]["namespace"].clone(),
+            ),
         ];
         let prefix = format!("{label_prefix}.");
         let labels = object["metadata"]["labels"].as_object();
@@ -31,11 +37,18 @@ impl Identity {
             })
             .unwrap_or_default();
         managed.sort_by(|a, b| a.0.cmp(&b.0));
-        fields.push(("managed label set".to_string(), Value::from(managed.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())));
+        fields.push((
+            "managed label set".to_string(),
+            Value::from(managed.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
+        ));
         fields.extend(managed);
 
         if let Some(volumes) = object["spec"]["volumes"].as_array() {
-            let ws = volumes.iter().find(|v| v["name"] == WORKSPACE_VOLUME).cloned().unwrap_or(Value::Null);
+            let ws = volumes
+                .iter()
+                .find(|v| v["name"] == WORKSPACE_VOLUME)
+                .cloned()
+                .unwrap_or(Value::Null);
             fields.push((format!("spec.volumes[{WORKSPACE_VOLUME}]"), ws));
         } else if object["kind"] == "Pod" {
             fields.push((format!("spec.volumes[{WORKSPACE_VOLUME}]"), Value::Null));
@@ -48,7 +61,10 @@ impl Identity {
                     .unwrap_or(Value::Null);
                 if !mount.is_null() {
                     let name = c["name"].as_str().unwrap_or("?");
-                    fields.push((format!("spec.{list}[{name}].volumeMounts[{WORKSPACE_VOLUME}]"), mount));
+                    fields.push((
+                        format!("spec.{list}[{name}].volumeMounts[{WORKSPACE_VOLUME}]"),
+                        mount,
+                    ));
                 }
             }
         }
@@ -85,26 +101,60 @@ mod tests {
         let mut after = before.clone();
         after["metadata"]["labels"]["other"] = json!("y");
         after["spec"]["nodeSelector"] = json!({"a": "b"});
-        assert_eq!(Identity::of(&before, "bay").violation(&Identity::of(&after, "bay")), None);
+        assert_eq!(
+            Identity::of(&before, "bay").violation(&Identity::of(&after, "bay")),
+            None
+        );
     }
 
     #[test]
     fn each_identity_field_is_caught() {
         let cases: Vec<(fn(&mut Value), &str)> = vec![
             (|p| p["metadata"]["name"] = json!("q"), "metadata.name"),
-            (|p| p["metadata"]["namespace"] = json!("q"), "metadata.namespace"),
-            (|p| p["metadata"]["labels"]["bay.session_id"] = json!("t"), "metadata.labels[bay.session_id]"),
-            (|p| { p["metadata"]["labels"].as_object_mut().unwrap().remove("bay.session_id"); }, "managed label set"),
-            (|p| p["metadata"]["labels"]["bay.extra"] = json!("t"), "managed label set"),
-            (|p| p["spec"]["volumes"] = json!([]), "spec.volumes[workspace]"),
-            (|p| p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] = json!("/tmp"), "spec.containers[ship].volumeMounts[workspace]"),
-            (|p| p["spec"]["containers"] = json!([]), "spec.containers[ship].volumeMounts[workspace]"),
+            (
+                |p| p["metadata"]["namespace"] = json!("q"),
+                "metadata.namespace",
+            ),
+            (
+                |p| p["metadata"]["labels"]["bay.session_id"] = json!("t"),
+                "metadata.labels[bay.session_id]",
+            ),
+            (
+                |p| {
+                    p["metadata"]["labels"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("bay.session_id");
+                },
+                "managed label set",
+            ),
+            (
+                |p| p["metadata"]["labels"]["bay.extra"] = json!("t"),
+                "managed label set",
+            ),
+            (
+                |p| p["spec"]["volumes"] = json!([]),
+                "spec.volumes[workspace]",
+            ),
+            (
+                |p| p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] = json!("/tmp"),
+                "spec.containers[ship].volumeMounts[workspace]",
+            ),
+            (
+                |p| p["spec"]["containers"] = json!([]),
+                "spec.containers[ship].volumeMounts[workspace]",
+            ),
         ];
         for (mutate, field) in cases {
             let before = pod();
             let mut after = before.clone();
             mutate(&mut after);
-            assert_eq!(Identity::of(&before, "bay").violation(&Identity::of(&after, "bay")).as_deref(), Some(field));
+            assert_eq!(
+                Identity::of(&before, "bay")
+                    .violation(&Identity::of(&after, "bay"))
+                    .as_deref(),
+                Some(field)
+            );
         }
     }
 }

@@ -72,13 +72,22 @@ impl PluginConfig {
             return Err(format!("{key}.name must not be empty"));
         }
         if self.deadline_ms == 0 || self.deadline_ms > 10_000 {
-            return Err(format!("{key}.deadline_ms must be within 1..=10000, got {}", self.deadline_ms));
+            return Err(format!(
+                "{key}.deadline_ms must be within 1..=10000, got {}",
+                self.deadline_ms
+            ));
         }
         if self.memory_mb == 0 || self.memory_mb > 1024 {
-            return Err(format!("{key}.memory_mb must be within 1..=1024, got {}", self.memory_mb));
+            return Err(format!(
+                "{key}.memory_mb must be within 1..=1024, got {}",
+                self.memory_mb
+            ));
         }
         if self.max_output_kb == 0 || self.max_output_kb > 16 * 1024 {
-            return Err(format!("{key}.max_output_kb must be within 1..=16384, got {}", self.max_output_kb));
+            return Err(format!(
+                "{key}.max_output_kb must be within 1..=16384, got {}",
+                self.max_output_kb
+            ));
         }
         if let Some(h) = &self.sha256 {
             if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -101,7 +110,10 @@ pub enum LoadErrorKind {
     #[error("built for WIT berth:policy@{found}; this host supports berth:policy@{supported}")]
     WitVersion { found: String, supported: String },
     #[error("does not export {expected} (exports: {found:?}); was it built with berth-plugin-sdk?")]
-    MissingExport { expected: String, found: Vec<String> },
+    MissingExport {
+        expected: String,
+        found: Vec<String>,
+    },
     #[error("cannot be linked (it imports something the host does not provide): {0}")]
     Link(String),
 }
@@ -120,9 +132,17 @@ pub enum PluginError {
     #[error("plugin {plugin:?} exceeded its memory limit of {limit} bytes")]
     MemoryExceeded { plugin: String, limit: usize },
     #[error("plugin {plugin:?} returned {size} bytes, over its limit of {limit}")]
-    OutputTooLarge { plugin: String, size: usize, limit: usize },
+    OutputTooLarge {
+        plugin: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("plugin {plugin:?} returned an invalid {kind}: {message}")]
-    InvalidOutput { plugin: String, kind: &'static str, message: String },
+    InvalidOutput {
+        plugin: String,
+        kind: &'static str,
+        message: String,
+    },
     #[error("plugin {plugin:?} changed {field}, which only Berth may set")]
     IdentityViolation { plugin: String, field: String },
     #[error("plugin {plugin:?} reported an error: {message}")]

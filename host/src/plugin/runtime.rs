@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::PluginError;
@@ -41,7 +44,11 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { cache_dir: None, max_instances: 64, max_memory_bytes: 256 << 20 }
+        RuntimeOptions {
+            cache_dir: None,
+            max_instances: 64,
+            max_memory_bytes: 256 << 20,
+        }
     }
 }
 
@@ -55,7 +62,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { deadline: Duration::from_millis(100), memory_bytes: 64 << 20, max_output_bytes: 1 << 20 }
+        Limits {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 64 << 20,
+            max_output_bytes: 1 << 20,
+        }
     }
 }
 
@@ -87,7 +98,10 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -122,7 +136,12 @@ struct MemoryCap {
 struct MemoryCapExceeded;
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.exceeded = true;
             return Err(wasmtime::Error::new(MemoryCapExceeded));
@@ -131,7 +150,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -182,9 +206,13 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
-        Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -204,7 +232,13 @@ impl Runtime {
                 })
                 .map_err(|e| PluginError::Engine(format!("cannot start epoch thread: {e}")))?;
         }
-        Ok(Runtime { engine, linker, options, engine_key, ticker_stop })
+        Ok(Runtime {
+            engine,
+            linker,
+            options,
+            engine_key,
+            ticker_stop,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -223,13 +257,23 @@ impl Runtime {
         limits: Limits,
     ) -> Result<LoadedComponent, PluginError> {
         let name: Arc<str> = Arc::from(name);
-        let err = |kind: super::LoadErrorKind| PluginError::Load { plugin: name.to_string(), kind };
-        let bytes = std::fs::read(path)
-            .map_err(|e| err(super::LoadErrorKind::Read(format!("{}: {e}", path.display()))))?;
+        let err = |kind: super::LoadErrorKind| PluginError::Load {
+            plugin: name.to_string(),
+            kind,
+        };
+        let bytes = std::fs::read(path).map_err(|e| {
+            err(super::LoadErrorKind::Read(format!(
+                "{}: {e}",
+                path.display()
+            )))
+        })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         if let Some(want) = expected_sha256 {
             if !want.eq_ignore_ascii_case(&sha256) {
-                return Err(err(super::LoadErrorKind::HashMismatch { expected: want.to_string(), actual: sha256 }));
+                return Err(err(super::LoadErrorKind::HashMismatch {
+                    expected: want.to_string(),
+                    actual: sha256,
+                }));
             }
         }
         if limits.memory_bytes > self.options.max_memory_bytes {
@@ -239,28 +283,52 @@ impl Runtime {
             ))));
         }
         let started = Instant::now();
-        let (component, from_cache) = self.compile_cached(&bytes, &sha256).map_err(|m| err(super::LoadErrorKind::Invalid(m)))?;
+        let (component, from_cache) = self
+            .compile_cached(&bytes, &sha256)
+            .map_err(|m| err(super::LoadErrorKind::Invalid(m)))?;
         check_exports(&self.engine, &component).map_err(err)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| err(super::LoadErrorKind::Link(format!("{e:#}"))))?;
-        let pre = PluginPre::new(pre).map_err(|e| err(super::LoadErrorKind::Link(format!("{e:#}"))))?;
-        let load = LoadStats { from_cache, duration: started.elapsed() };
-        let mut loaded =
-            LoadedComponent { name: name.clone(), info: PluginInfo { name: String::new(), version: String::new(), hooks: Hooks::empty() }, sha256, limits, settings, pre, load };
+        let pre =
+            PluginPre::new(pre).map_err(|e| err(super::LoadErrorKind::Link(format!("{e:#}"))))?;
+        let load = LoadStats {
+            from_cache,
+            duration: started.elapsed(),
+        };
+        let mut loaded = LoadedComponent {
+            name: name.clone(),
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                hooks: Hooks::empty(),
+            },
+            sha256,
+            limits,
+            settings,
+            pre,
+            load,
+        };
 
         let (info, _) = self.call(&loaded, |p, store| p.call_info(store))?;
         loaded.info = info;
         let settings = loaded.settings.clone();
-        let (validated, _) = self.call(&loaded, |p, store| p.call_validate_settings(store, &settings))?;
-        validated.map_err(|message| PluginError::Settings { plugin: name.to_string(), message })?;
+        let (validated, _) = self.call(&loaded, |p, store| {
+            p.call_validate_settings(store, &settings)
+        })?;
+        validated.map_err(|message| PluginError::Settings {
+            plugin: name.to_string(),
+            message,
+        })?;
         Ok(loaded)
     }
 
     fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), String> {
         let Some(dir) = &self.options.cache_dir else {
-            return Component::new(&self.engine, bytes).map(|c| (c, false)).map_err(|e| format!("{e:#}"));
+            return Component::new(&self.engine, bytes)
+                .map(|c| (c, false))
+                .map_err(|e| format!("{e:#}"));
         };
         // Artifacts are only valid for the same wasmtime version, config and
         // features: the engine hash is part of the key.
@@ -275,7 +343,9 @@ impl Runtime {
             // files, which are then recompiled below.
             match unsafe { Component::deserialize(&self.engine, &artifact) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e:#}")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
@@ -289,7 +359,11 @@ impl Runtime {
         let state = CallState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limiter: MemoryCap { cap: plugin.limits.memory_bytes, exceeded: false, peak: 0 },
+            limiter: MemoryCap {
+                cap: plugin.limits.memory_bytes,
+                exceeded: false,
+                peak: 0,
+            },
             plugin: plugin.name.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -305,17 +379,27 @@ impl Runtime {
     fn call<R>(
         &self,
         plugin: &LoadedComponent,
-        f: impl FnOnce(&exports::berth::policy::policy::Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(
+            &exports::berth::policy::policy::Guest,
+            &mut Store<CallState>,
+        ) -> wasmtime::Result<R>,
     ) -> Result<(R, CallStats), PluginError> {
         let mut store = self.new_store(plugin);
         let result = plugin
             .pre
             .instantiate(&mut store)
             .and_then(|instance| f(instance.berth_policy_policy(), &mut store));
-        let stats = CallStats { peak_memory_bytes: store.data().limiter.peak };
+        let stats = CallStats {
+            peak_memory_bytes: store.data().limiter.peak,
+        };
         match result {
             Ok(r) => Ok((r, stats)),
-            Err(e) => Err(classify(&plugin.name, plugin.limits, store.data().limiter.exceeded, e)),
+            Err(e) => Err(classify(
+                &plugin.name,
+                plugin.limits,
+                store.data().limiter.exceeded,
+                e,
+            )),
         }
     }
 
@@ -359,15 +443,32 @@ impl Hook {
     }
 }
 
-fn classify(plugin: &str, limits: Limits, memory_exceeded: bool, e: wasmtime::Error) -> PluginError {
+fn classify(
+    plugin: &str,
+    limits: Limits,
+    memory_exceeded: bool,
+    e: wasmtime::Error,
+) -> PluginError {
     let plugin = plugin.to_string();
     if memory_exceeded || e.downcast_ref::<MemoryCapExceeded>().is_some() {
-        return PluginError::MemoryExceeded { plugin, limit: limits.memory_bytes };
+        return PluginError::MemoryExceeded {
+            plugin,
+            limit: limits.memory_bytes,
+        };
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PluginError::Timeout { plugin, deadline: limits.deadline },
-        Some(trap) => PluginError::Trap { plugin, message: format!("{trap}: {e:#}") },
-        None => PluginError::Trap { plugin, message: format!("{e:#}") },
+        Some(Trap::Interrupt) => PluginError::Timeout {
+            plugin,
+            deadline: limits.deadline,
+        },
+        Some(trap) => PluginError::Trap {
+            plugin,
+            message: format!("{trap}: {e:#}"),
+        },
+        None => PluginError::Trap {
+            plugin,
+            message: format!("{e:#}"),
+        },
     }
 }
 
@@ -381,14 +482,22 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<(), super::Lo
     }
     let prefix = format!("{WIT_PACKAGE}/policy@");
     if let Some(other) = names.iter().find_map(|n| n.strip_prefix(&prefix)) {
-        return Err(super::LoadErrorKind::WitVersion { found: other.to_string(), supported: WIT_VERSION.to_string() });
+        return Err(super::LoadErrorKind::WitVersion {
+            found: other.to_string(),
+            supported: WIT_VERSION.to_string(),
+        });
     }
-    Err(super::LoadErrorKind::MissingExport { expected: POLICY_EXPORT.to_string(), found: names })
+    Err(super::LoadErrorKind::MissingExport {
+        expected: POLICY_EXPORT.to_string(),
+        found: names,
+    })
 }
 
 fn write_artifact(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     // Write then rename, so a concurrent reader never sees half a file.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;

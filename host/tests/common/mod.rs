@@ -9,13 +9,22 @@ use berth::model::{Cargo, ContainerSpec, Profile, Resources, Session};
 use berth::plugin::PluginConfig;
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// A plugin built by `tests/build-plugins.sh`. Missing plugins fail loudly.
 pub fn wasm(name: &str) -> PathBuf {
-    let p = repo_root().join("target/wasm32-wasip2/plugin").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run tests/build-plugins.sh first", p.display());
+    let p = repo_root()
+        .join("target/wasm32-wasip2/plugin")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run tests/build-plugins.sh first",
+        p.display()
+    );
     p
 }
 
@@ -29,13 +38,21 @@ pub fn plugin(name: &str, file: &str, settings: serde_json::Value) -> PluginConf
 }
 
 pub fn hostile(mode: &str) -> PluginConfig {
-    plugin(&format!("hostile-{mode}"), "berth_fixture_hostile", serde_json::json!({ "mode": mode }))
+    plugin(
+        &format!("hostile-{mode}"),
+        "berth_fixture_hostile",
+        serde_json::json!({ "mode": mode }),
+    )
 }
 
 /// The three shipped plugins with settings a platform team would write.
 pub fn shipped_chain() -> Vec<PluginConfig> {
     vec![
-        plugin("restricted", "berth_plugin_restricted", serde_json::json!({ "run_as_user": 1000, "fs_group": 1000 })),
+        plugin(
+            "restricted",
+            "berth_plugin_restricted",
+            serde_json::json!({ "run_as_user": 1000, "fs_group": 1000 }),
+        ),
         plugin(
             "scheduling",
             "berth_plugin_scheduling",
@@ -69,7 +86,10 @@ pub fn test_config(namespace: &str) -> Config {
 }
 
 pub fn session(id: &str) -> Session {
-    Session { id: id.into(), sandbox_id: format!("sandbox-{id}") }
+    Session {
+        id: id.into(),
+        sandbox_id: format!("sandbox-{id}"),
+    }
 }
 
 pub fn profile() -> Profile {
@@ -93,7 +113,10 @@ pub fn sidecar_profile() -> Profile {
                 image: "ghcr.io/example/ship:1.0".into(),
                 runtime_type: "ship".into(),
                 runtime_port: 8123,
-                resources: Some(Resources { cpus: 1.0, memory: "1g".into() }),
+                resources: Some(Resources {
+                    cpus: 1.0,
+                    memory: "1g".into(),
+                }),
                 capabilities: vec!["shell".into()],
                 env: BTreeMap::new(),
                 health_check_path: Some("/health".into()),
@@ -105,7 +128,10 @@ pub fn sidecar_profile() -> Profile {
                 image: "ghcr.io/example/gull:1.0".into(),
                 runtime_type: "browser".into(),
                 runtime_port: 8124,
-                resources: Some(Resources { cpus: 2.0, memory: "2g".into() }),
+                resources: Some(Resources {
+                    cpus: 2.0,
+                    memory: "2g".into(),
+                }),
                 capabilities: vec!["browser".into()],
                 env: BTreeMap::new(),
                 health_check_path: None,
@@ -118,9 +144,152 @@ pub fn sidecar_profile() -> Profile {
 }
 
 pub fn cargo(id: &str) -> Cargo {
-    Cargo { id: id.into(), driver_ref: format!("cargo-{id}"), size_limit_mb: 2048 }
+    Cargo {
+        id: id.into(),
+        driver_ref: format!("cargo-{id}"),
+        size_limit_mb: 2048,
+    }
 }
 
 pub fn labels() -> BTreeMap<String, String> {
-    BTreeMap::from([("bay.owner".to_string(), "alice".to_string()), ("bay.instance_id".to_string(), "bay-1".to_string())])
+    BTreeMap::from([
+        ("bay.owner".to_string(), "alice".to_string()),
+        ("bay.instance_id".to_string(), "bay-1".to_string()),
+    ])
+}
+
+// ---- end-to-end helpers: a real control plane, started by tests/cluster ----
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::await_condition;
+
+/// The kubeconfig of the test cluster. Tests that need it fail loudly when
+/// it is missing: run them through tests/run.sh (the README's test command).
+pub fn kubeconfig() -> PathBuf {
+    let path = std::env::var("BERTH_TEST_KUBECONFIG").unwrap_or_else(|_| {
+        panic!("BERTH_TEST_KUBECONFIG is not set: start the control plane with tests/run.sh (or tests/cluster/cluster.sh up)")
+    });
+    let p = PathBuf::from(path);
+    assert!(
+        p.exists(),
+        "BERTH_TEST_KUBECONFIG points to {} which does not exist",
+        p.display()
+    );
+    p
+}
+
+pub async fn kube_client() -> kube::Client {
+    let config = Config {
+        kubeconfig: Some(kubeconfig()),
+        ..test_config("default")
+    };
+    berth::driver::kube_client(&config)
+        .await
+        .expect("kube client for the test cluster")
+}
+
+/// A unique, lower-case name for this test run.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 1_000_000_000;
+    format!("{prefix}-{t:x}{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh namespace with the given labels, ready for Pods (its default
+/// ServiceAccount exists).
+pub async fn namespace(client: &kube::Client, prefix: &str, labels: &[(&str, &str)]) -> String {
+    let name = unique(prefix);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>() }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(sas, "default", |sa: Option<&ServiceAccount>| sa.is_some()),
+    )
+    .await
+    .expect("default service account in time")
+    .expect("watch service account");
+    name
+}
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub namespace: String,
+    pub running: berth::server::Running,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(TOKEN)
+    }
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(TOKEN)
+    }
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(TOKEN)
+    }
+}
+
+/// Starts Berth in-process on a loopback port, against the test cluster,
+/// serving namespace `ns` with the given plugins.
+pub async fn berth_with(
+    ns: &str,
+    plugins: Vec<PluginConfig>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
+    let cache = repo_root().join("target/berth-test-plugin-cache");
+    let mut config = Config {
+        kubeconfig: Some(kubeconfig()),
+        plugins,
+        plugin_cache_dir: Some(cache),
+        startup_timeout_s: 20,
+        destroy_timeout_s: 30,
+        ..test_config(ns)
+    };
+    tweak(&mut config);
+    config.validate().expect("valid test config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = berth::server::start(config, None, listener)
+        .await
+        .expect("berth starts");
+    TestServer {
+        base: format!("http://{}", running.addr),
+        http: reqwest::Client::new(),
+        namespace: ns.to_string(),
+        running,
+    }
+}
+
+pub async fn berth(ns: &str, plugins: Vec<PluginConfig>) -> TestServer {
+    berth_with(ns, plugins, |_| {}).await
+}
+
+/// The JSON body of a Bay create request.
+pub fn create_body(session_id: &str, profile: &Profile) -> serde_json::Value {
+    serde_json::json!({
+        "session": session(session_id),
+        "profile": profile,
+        "cargo": cargo(session_id),
+        "labels": labels(),
+    })
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use berth_plugin_sdk::k8s_openapi::api::core::v1::ResourceRequirements;
 use berth_plugin_sdk::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use berth_plugin_sdk::{Context, Hooks, PersistentVolumeClaim, Pod, Policy, Rejection, deny, export_policy};
+use berth_plugin_sdk::{
+    Context, Hooks, PersistentVolumeClaim, Pod, Policy, Rejection, deny, export_policy,
+};
 use serde::Deserialize;
 
 pub mod quantity;
@@ -60,30 +62,47 @@ fn value(resource: &str, q: &str) -> Result<f64, String> {
 }
 
 fn render(resource: &str, v: f64) -> Quantity {
-    Quantity(if resource == "cpu" { format_cpu(v) } else { format_bytes(v) })
+    Quantity(if resource == "cpu" {
+        format_cpu(v)
+    } else {
+        format_bytes(v)
+    })
 }
 
 fn check_map(name: &str, m: &BTreeMap<String, String>) -> Result<(), String> {
     for (r, q) in m {
         if !RESOURCES.contains(&r.as_str()) {
-            return Err(format!("{name}: unknown resource {r:?} (expected one of cpu, memory, ephemeral-storage)"));
+            return Err(format!(
+                "{name}: unknown resource {r:?} (expected one of cpu, memory, ephemeral-storage)"
+            ));
         }
         value(r, q).map_err(|e| format!("{name}.{e}"))?;
     }
     Ok(())
 }
 
-fn shape_resources(s: &Settings, who: &str, res: &mut ResourceRequirements) -> Result<(), Rejection> {
+fn shape_resources(
+    s: &Settings,
+    who: &str,
+    res: &mut ResourceRequirements,
+) -> Result<(), Rejection> {
     let b = &s.bounds;
     let requests = res.requests.get_or_insert_default();
     for (r, q) in &b.default_requests {
-        requests.entry(r.clone()).or_insert_with(|| Quantity(q.clone()));
+        requests
+            .entry(r.clone())
+            .or_insert_with(|| Quantity(q.clone()));
     }
     let limits = res.limits.get_or_insert_default();
     for (r, q) in &b.default_limits {
-        limits.entry(r.clone()).or_insert_with(|| Quantity(q.clone()));
+        limits
+            .entry(r.clone())
+            .or_insert_with(|| Quantity(q.clone()));
     }
-    for (kind, map) in [("request", res.requests.as_mut()), ("limit", res.limits.as_mut())] {
+    for (kind, map) in [
+        ("request", res.requests.as_mut()),
+        ("limit", res.limits.as_mut()),
+    ] {
         let Some(map) = map else { continue };
         for (r, q) in map.iter_mut() {
             let v = value(r, &q.0).map_err(|e| Rejection::Error(format!("{who} {kind} {e}")))?;
@@ -92,7 +111,10 @@ fn shape_resources(s: &Settings, who: &str, res: &mut ResourceRequirements) -> R
                 if v > m {
                     match s.on_exceed {
                         OnExceed::Deny => {
-                            return Err(deny(format!("{who} asks for {r} {kind} {}, above the maximum {max}", q.0)));
+                            return Err(deny(format!(
+                                "{who} asks for {r} {kind} {}, above the maximum {max}",
+                                q.0
+                            )));
                         }
                         OnExceed::Clamp => *q = render(r, m),
                     }
@@ -111,7 +133,10 @@ fn shape_resources(s: &Settings, who: &str, res: &mut ResourceRequirements) -> R
     if let (Some(req), Some(lim)) = (res.requests.as_mut(), res.limits.as_ref()) {
         for (r, q) in req.iter_mut() {
             if let Some(l) = lim.get(r) {
-                let (rv, lv) = (value(r, &q.0).map_err(Rejection::Error)?, value(r, &l.0).map_err(Rejection::Error)?);
+                let (rv, lv) = (
+                    value(r, &q.0).map_err(Rejection::Error)?,
+                    value(r, &l.0).map_err(Rejection::Error)?,
+                );
                 if rv > lv {
                     *q = l.clone();
                 }
@@ -145,7 +170,10 @@ impl Policy for Resources {
                 }
             }
         }
-        for (name, q) in [("pvc.min_size", &s.pvc.min_size), ("pvc.max_size", &s.pvc.max_size)] {
+        for (name, q) in [
+            ("pvc.min_size", &s.pvc.min_size),
+            ("pvc.max_size", &s.pvc.max_size),
+        ] {
             if let Some(q) = q {
                 parse(q).map_err(|e| format!("{name}: {e}"))?;
             }
@@ -158,14 +186,22 @@ impl Policy for Resources {
             .spec
             .as_mut()
             .ok_or_else(|| Rejection::Error("Pod has no spec".into()))?;
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
             let who = format!("container {:?}", c.name);
             shape_resources(s, &who, c.resources.get_or_insert_default())?;
         }
         Ok(())
     }
 
-    fn shape_pvc(s: &Settings, ctx: &Context, pvc: &mut PersistentVolumeClaim) -> Result<(), Rejection> {
+    fn shape_pvc(
+        s: &Settings,
+        ctx: &Context,
+        pvc: &mut PersistentVolumeClaim,
+    ) -> Result<(), Rejection> {
         let spec = pvc
             .spec
             .as_mut()
@@ -173,12 +209,18 @@ impl Policy for Resources {
         if let Some(class) = &s.pvc.storage_class {
             spec.storage_class_name = Some(class.clone());
         }
-        let requests = spec.resources.get_or_insert_default().requests.get_or_insert_default();
+        let requests = spec
+            .resources
+            .get_or_insert_default()
+            .requests
+            .get_or_insert_default();
         // The cargo's size limit is what Bay promised the user; the claim must
         // hold at least that much.
         let asked = (ctx.cargo_size_limit_mb as f64) * 1024.0 * 1024.0;
         let current = match requests.get("storage") {
-            Some(q) => parse(&q.0).map_err(|e| Rejection::Error(format!("storage request: {e}")))?,
+            Some(q) => {
+                parse(&q.0).map_err(|e| Rejection::Error(format!("storage request: {e}")))?
+            }
             None => 0.0,
         };
         let mut size = current.max(asked);

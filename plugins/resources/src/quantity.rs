@@ -12,8 +12,15 @@ pub fn parse(q: &str) -> Result<f64, String> {
     let (num, suffix) = q.split_at(split);
     // Decimal exponent form, e.g. "1e3".
     let (num, suffix) = if let Some(rest) = suffix.strip_prefix(['e', 'E']) {
-        if !rest.is_empty() && rest.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit()) {
-            let exp: i32 = rest.parse().map_err(|_| format!("invalid quantity {q:?}"))?;
+        if !rest.is_empty()
+            && rest
+                .trim_start_matches(['+', '-'])
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        {
+            let exp: i32 = rest
+                .parse()
+                .map_err(|_| format!("invalid quantity {q:?}"))?;
             let n: f64 = num.parse().map_err(|_| format!("invalid quantity {q:?}"))?;
             return Ok(n * 10f64.powi(exp));
         }
@@ -50,13 +57,22 @@ pub fn parse(q: &str) -> Result<f64, String> {
 /// Cores as a canonical quantity: whole cores when exact, else millicores.
 pub fn format_cpu(cores: f64) -> String {
     let milli = (cores * 1000.0).round() as u64;
-    if milli % 1000 == 0 { format!("{}", milli / 1000) } else { format!("{milli}m") }
+    if milli % 1000 == 0 {
+        format!("{}", milli / 1000)
+    } else {
+        format!("{milli}m")
+    }
 }
 
 /// Bytes with the largest binary suffix that divides them exactly.
 pub fn format_bytes(bytes: f64) -> String {
     let b = bytes.round() as u64;
-    for (suffix, unit) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (suffix, unit) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
         if b >= unit && b % unit == 0 {
             return format!("{}{suffix}", b / unit);
         }

@@ -70,13 +70,19 @@ fn check_container(c: &Container, s: &Settings, kind: &str) -> Result<(), Reject
     let who = format!("{kind} {:?}", c.name);
     if let Some(sc) = &c.security_context {
         if sc.privileged == Some(true) {
-            return Err(deny(format!("{who} asks to run privileged, which the restricted policy forbids")));
+            return Err(deny(format!(
+                "{who} asks to run privileged, which the restricted policy forbids"
+            )));
         }
         if sc.run_as_user == Some(0) {
-            return Err(deny(format!("{who} asks to run as root (runAsUser 0), which the restricted policy forbids")));
+            return Err(deny(format!(
+                "{who} asks to run as root (runAsUser 0), which the restricted policy forbids"
+            )));
         }
         if sc.run_as_non_root == Some(false) && s.deny_violations {
-            return Err(deny(format!("{who} sets runAsNonRoot=false, which the restricted policy forbids")));
+            return Err(deny(format!(
+                "{who} sets runAsNonRoot=false, which the restricted policy forbids"
+            )));
         }
         if sc.allow_privilege_escalation == Some(true) && s.deny_violations {
             return Err(deny(format!(
@@ -92,25 +98,47 @@ fn check_container(c: &Container, s: &Settings, kind: &str) -> Result<(), Reject
         }
         if let Some(p) = &sc.seccomp_profile {
             if p.type_ == "Unconfined" {
-                return Err(deny(format!("{who} asks for an Unconfined seccomp profile")));
+                return Err(deny(format!(
+                    "{who} asks for an Unconfined seccomp profile"
+                )));
             }
         }
     }
-    if c.ports.iter().flatten().any(|p| p.host_port.unwrap_or(0) != 0) {
-        return Err(deny(format!("{who} asks for a host port, which the restricted policy forbids")));
+    if c.ports
+        .iter()
+        .flatten()
+        .any(|p| p.host_port.unwrap_or(0) != 0)
+    {
+        return Err(deny(format!(
+            "{who} asks for a host port, which the restricted policy forbids"
+        )));
     }
     Ok(())
 }
 
 fn harden(c: &mut Container, s: &Settings) {
-    let sc = c.security_context.get_or_insert_with(SecurityContext::default);
+    let sc = c
+        .security_context
+        .get_or_insert_with(SecurityContext::default);
     sc.privileged = Some(false);
     sc.allow_privilege_escalation = Some(false);
     sc.run_as_non_root = Some(true);
     let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
     caps.drop = Some(vec!["ALL".to_string()]);
-    caps.add = caps.add.take().map(|a| a.into_iter().filter(|x| x == ALLOWED_ADD).collect::<Vec<_>>()).filter(|a| !a.is_empty());
-    if sc.seccomp_profile.as_ref().is_some_and(|p| p.type_ == "Unconfined") {
+    caps.add = caps
+        .add
+        .take()
+        .map(|a| {
+            a.into_iter()
+                .filter(|x| x == ALLOWED_ADD)
+                .collect::<Vec<_>>()
+        })
+        .filter(|a| !a.is_empty());
+    if sc
+        .seccomp_profile
+        .as_ref()
+        .is_some_and(|p| p.type_ == "Unconfined")
+    {
         sc.seccomp_profile = None;
     }
     if s.read_only_root_filesystem {
@@ -126,7 +154,10 @@ impl Policy for Restricted {
 
     fn validate(s: &Settings) -> Result<(), String> {
         if s.run_as_user <= 0 {
-            return Err(format!("run_as_user must be a non-root uid (> 0), got {}", s.run_as_user));
+            return Err(format!(
+                "run_as_user must be a non-root uid (> 0), got {}",
+                s.run_as_user
+            ));
         }
         if s.run_as_group < 0 {
             return Err(format!("run_as_group must be >= 0, got {}", s.run_as_group));
@@ -144,11 +175,19 @@ impl Policy for Restricted {
             .spec
             .as_mut()
             .ok_or_else(|| Rejection::Error("Pod has no spec".into()))?;
-        if spec.host_network == Some(true) || spec.host_pid == Some(true) || spec.host_ipc == Some(true) {
-            return Err(deny("the Pod asks for host namespaces (hostNetwork/hostPID/hostIPC), which the restricted policy forbids"));
+        if spec.host_network == Some(true)
+            || spec.host_pid == Some(true)
+            || spec.host_ipc == Some(true)
+        {
+            return Err(deny(
+                "the Pod asks for host namespaces (hostNetwork/hostPID/hostIPC), which the restricted policy forbids",
+            ));
         }
         if let Some(v) = spec.volumes.iter().flatten().find(|v| !volume_allowed(v)) {
-            return Err(deny(format!("volume {:?} is of a type the restricted policy forbids (e.g. hostPath)", v.name)));
+            return Err(deny(format!(
+                "volume {:?} is of a type the restricted policy forbids (e.g. hostPath)",
+                v.name
+            )));
         }
         for c in &spec.containers {
             check_container(c, s, "container")?;
@@ -158,25 +197,41 @@ impl Policy for Restricted {
         }
         if let Some(psc) = &spec.security_context {
             if psc.run_as_user == Some(0) {
-                return Err(deny("the Pod asks to run as root (runAsUser 0), which the restricted policy forbids"));
+                return Err(deny(
+                    "the Pod asks to run as root (runAsUser 0), which the restricted policy forbids",
+                ));
             }
         }
 
-        let psc = spec.security_context.get_or_insert_with(PodSecurityContext::default);
+        let psc = spec
+            .security_context
+            .get_or_insert_with(PodSecurityContext::default);
         psc.run_as_non_root = Some(true);
         psc.run_as_user = Some(s.run_as_user);
         psc.run_as_group = Some(s.run_as_group);
         if let Some(g) = s.fs_group {
             psc.fs_group = Some(g);
         }
-        psc.seccomp_profile = Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None });
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        psc.seccomp_profile = Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        });
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
             harden(c, s);
         }
         for c in spec.ephemeral_containers.iter_mut().flatten() {
-            let sc = c.security_context.get_or_insert_with(SecurityContext::default);
+            let sc = c
+                .security_context
+                .get_or_insert_with(SecurityContext::default);
             sc.allow_privilege_escalation = Some(false);
-            sc.capabilities = Some(Capabilities { add: None, drop: Some(vec!["ALL".into()]) });
+            sc.capabilities = Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".into()]),
+            });
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use berth_plugin_sdk::k8s_openapi::api::core::v1::{Affinity, Toleration, TopologySpreadConstraint};
+use berth_plugin_sdk::k8s_openapi::api::core::v1::{
+    Affinity, Toleration, TopologySpreadConstraint,
+};
 use berth_plugin_sdk::{Context, Hooks, Pod, Policy, Rejection, export_policy};
 use serde::Deserialize;
 
@@ -65,24 +67,34 @@ fn validate_rule(name: &str, r: &Rule) -> Result<(), String> {
     for (i, t) in r.tolerations.iter().enumerate() {
         if let Some(op) = &t.operator {
             if !VALID_OPERATORS.contains(&op.as_str()) {
-                return Err(format!("{name}.tolerations[{i}].operator must be Exists or Equal, got {op:?}"));
+                return Err(format!(
+                    "{name}.tolerations[{i}].operator must be Exists or Equal, got {op:?}"
+                ));
             }
             if op == "Exists" && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
-                return Err(format!("{name}.tolerations[{i}]: operator Exists takes no value"));
+                return Err(format!(
+                    "{name}.tolerations[{i}]: operator Exists takes no value"
+                ));
             }
         }
         if let Some(e) = &t.effect {
             if !e.is_empty() && !VALID_EFFECTS.contains(&e.as_str()) {
-                return Err(format!("{name}.tolerations[{i}].effect {e:?} is not a taint effect"));
+                return Err(format!(
+                    "{name}.tolerations[{i}].effect {e:?} is not a taint effect"
+                ));
             }
         }
     }
     for (i, c) in r.topology_spread_constraints.iter().enumerate() {
         if c.max_skew < 1 {
-            return Err(format!("{name}.topology_spread_constraints[{i}].maxSkew must be >= 1"));
+            return Err(format!(
+                "{name}.topology_spread_constraints[{i}].maxSkew must be >= 1"
+            ));
         }
         if c.topology_key.is_empty() {
-            return Err(format!("{name}.topology_spread_constraints[{i}].topologyKey is required"));
+            return Err(format!(
+                "{name}.topology_spread_constraints[{i}].topologyKey is required"
+            ));
         }
     }
     Ok(())
@@ -109,7 +121,9 @@ impl Policy for Scheduling {
             .as_mut()
             .ok_or_else(|| Rejection::Error("Pod has no spec".into()))?;
         if !rule.node_selector.is_empty() {
-            spec.node_selector.get_or_insert_default().extend(rule.node_selector);
+            spec.node_selector
+                .get_or_insert_default()
+                .extend(rule.node_selector);
         }
         if !rule.tolerations.is_empty() {
             let existing = spec.tolerations.get_or_insert_default();

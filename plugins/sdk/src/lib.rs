@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 
 pub use k8s_openapi;
 pub use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod};
-pub use serde_json;
 use serde::de::DeserializeOwned;
+pub use serde_json;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -52,9 +52,18 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    pub const POD: Hooks = Hooks { pod: true, pvc: false };
-    pub const PVC: Hooks = Hooks { pod: false, pvc: true };
-    pub const BOTH: Hooks = Hooks { pod: true, pvc: true };
+    pub const POD: Hooks = Hooks {
+        pod: true,
+        pvc: false,
+    };
+    pub const PVC: Hooks = Hooks {
+        pod: false,
+        pvc: true,
+    };
+    pub const BOTH: Hooks = Hooks {
+        pod: true,
+        pvc: true,
+    };
 }
 
 /// The session a Pod or PVC is built for, as Bay asked for it.
@@ -100,7 +109,11 @@ pub trait Policy {
         Ok(())
     }
 
-    fn shape_pod(_settings: &Self::Settings, _ctx: &Context, _pod: &mut Pod) -> Result<(), Rejection> {
+    fn shape_pod(
+        _settings: &Self::Settings,
+        _ctx: &Context,
+        _pod: &mut Pod,
+    ) -> Result<(), Rejection> {
         Ok(())
     }
 
@@ -160,7 +173,11 @@ pub mod __private {
         if P::HOOKS.pvc {
             hooks |= t::Hooks::PVC;
         }
-        t::PluginInfo { name: P::NAME.into(), version: P::VERSION.into(), hooks }
+        t::PluginInfo {
+            name: P::NAME.into(),
+            version: P::VERSION.into(),
+            hooks,
+        }
     }
 
     pub fn validate_settings<P: Policy>(settings: String) -> Result<(), String> {
@@ -172,8 +189,9 @@ pub mod __private {
         let containers = if ctx.containers.trim().is_empty() {
             Vec::new()
         } else {
-            serde_json::from_str(&ctx.containers)
-                .map_err(|e| t::Rejection::Error(format!("host sent invalid container specs: {e}")))?
+            serde_json::from_str(&ctx.containers).map_err(|e| {
+                t::Rejection::Error(format!("host sent invalid container specs: {e}"))
+            })?
         };
         Ok(Context {
             session_id: ctx.session_id,
@@ -203,17 +221,27 @@ pub mod __private {
     ) -> Result<String, t::Rejection> {
         let settings: P::Settings = parse_settings(&settings).map_err(t::Rejection::Error)?;
         let ctx = context(ctx)?;
-        let mut obj: O = serde_json::from_str(&object)
-            .map_err(|e| t::Rejection::Error(format!("host sent an object this plugin cannot read: {e}")))?;
+        let mut obj: O = serde_json::from_str(&object).map_err(|e| {
+            t::Rejection::Error(format!("host sent an object this plugin cannot read: {e}"))
+        })?;
         f(&settings, &ctx, &mut obj).map_err(rejection)?;
-        serde_json::to_string(&obj).map_err(|e| t::Rejection::Error(format!("cannot serialise result: {e}")))
+        serde_json::to_string(&obj)
+            .map_err(|e| t::Rejection::Error(format!("cannot serialise result: {e}")))
     }
 
-    pub fn shape_pod<P: Policy>(s: String, c: t::SessionContext, o: String) -> Result<String, t::Rejection> {
+    pub fn shape_pod<P: Policy>(
+        s: String,
+        c: t::SessionContext,
+        o: String,
+    ) -> Result<String, t::Rejection> {
         shape::<P, Pod>(s, c, o, P::shape_pod)
     }
 
-    pub fn shape_pvc<P: Policy>(s: String, c: t::SessionContext, o: String) -> Result<String, t::Rejection> {
+    pub fn shape_pvc<P: Policy>(
+        s: String,
+        c: t::SessionContext,
+        o: String,
+    ) -> Result<String, t::Rejection> {
         shape::<P, PersistentVolumeClaim>(s, c, o, P::shape_pvc)
     }
 
@@ -253,4 +281,3 @@ macro_rules! export_policy {
         $crate::bindings::__export_plugin!(__BerthPluginExport with_types_in $crate::bindings);
     };
 }
-

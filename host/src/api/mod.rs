@@ -1,0 +1,147 @@
+//! Berth's HTTP API: one JSON endpoint per driver primitive, `render`,
+//! plugin administration, health, metrics and the OpenAPI document.
+
+mod auth;
+mod handlers;
+pub mod openapi;
+pub mod problem;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::driver::Driver;
+use crate::metrics::{Metrics, RouteLabels, RouteOnly};
+pub use problem::Problem;
+
+pub struct AppState {
+    pub driver: Driver,
+    pub metrics: Arc<Metrics>,
+    pub tokens: Vec<String>,
+    /// Where `POST /v1/plugins/reload` reads the plugin list from.
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// JSON body extractor whose rejections (syntax, missing fields, wrong
+/// types, oversized bodies, wrong content type) are problem documents.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let detail = rejection.body_text();
+                let status = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    status
+                } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                Err(Problem::new(status, "invalid_request", detail))
+            }
+        }
+    }
+}
+
+pub fn router(state: Shared, config: &Config) -> Router {
+    let api = Router::new()
+        .route("/v1/sessions", post(handlers::create_session))
+        .route("/v1/sessions/{id}", delete(handlers::destroy_session))
+        .route("/v1/sessions/{id}/start", post(handlers::start_session))
+        .route("/v1/sessions/{id}/stop", post(handlers::stop_session))
+        .route("/v1/sessions/{id}/status", get(handlers::session_status))
+        .route("/v1/sessions/{id}/logs", get(handlers::session_logs))
+        .route("/v1/multi-sessions", post(handlers::create_multi))
+        .route("/v1/multi-sessions/start", post(handlers::start_multi))
+        .route("/v1/multi-sessions/stop", post(handlers::stop_multi))
+        .route("/v1/multi-sessions/destroy", post(handlers::destroy_multi))
+        .route("/v1/volumes", post(handlers::create_volume))
+        .route(
+            "/v1/volumes/{name}",
+            get(handlers::volume_exists).delete(handlers::delete_volume),
+        )
+        .route(
+            "/v1/runtime-instances/list",
+            post(handlers::list_runtime_instances),
+        )
+        .route(
+            "/v1/runtime-instances/{id}",
+            delete(handlers::destroy_runtime_instance),
+        )
+        .route(
+            "/v1/session-networks",
+            post(handlers::create_session_network),
+        )
+        .route(
+            "/v1/session-networks/{name}",
+            delete(handlers::remove_session_network),
+        )
+        .route("/v1/render/pod", post(handlers::render_pod))
+        .route("/v1/render/pvc", post(handlers::render_pvc))
+        .route("/v1/plugins", get(handlers::plugins))
+        .route("/v1/plugins/reload", post(handlers::reload_plugins))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// A span and metrics for every request.
+async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let span = tracing::info_span!("request", %method, %route);
+    let started = Instant::now();
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    span.in_scope(|| tracing::debug!(status, ms = elapsed.as_secs_f64() * 1e3, "request done"));
+    state
+        .metrics
+        .requests
+        .get_or_create(&RouteLabels {
+            method,
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&RouteOnly { route })
+        .observe(elapsed.as_secs_f64());
+    resp.into_response()
+}

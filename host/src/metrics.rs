@@ -1,0 +1,160 @@
+//! Prometheus metrics operators watch: API requests, Kubernetes calls, plugin
+//! calls and plugin failures.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeLabels {
+    pub call: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginFailureLabels {
+    pub plugin: String,
+    pub reason: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~100 s.
+    Histogram::new(exponential_buckets(0.00005, 2.5, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub request_seconds: Family<RouteOnly, Histogram, fn() -> Histogram>,
+    pub kube_seconds: Family<KubeLabels, Histogram, fn() -> Histogram>,
+    pub plugin_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    pub plugin_failures: Family<PluginFailureLabels, Counter>,
+    pub policy_denials: Family<PluginLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("berth");
+        let requests = Family::<RouteLabels, Counter>::default();
+        let request_seconds =
+            Family::<RouteOnly, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let kube_seconds = Family::<KubeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let plugin_seconds =
+            Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
+        let policy_denials = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "API requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "API request latency by route",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "kubernetes_call_duration_seconds",
+            "Kubernetes API call latency",
+            kube_seconds.clone(),
+        );
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Policy plugin call latency (fresh instance included)",
+            plugin_seconds.clone(),
+        );
+        registry.register(
+            "plugin_failures",
+            "Policy plugin failures by reason",
+            plugin_failures.clone(),
+        );
+        registry.register(
+            "policy_denials",
+            "Requests denied by a policy plugin",
+            policy_denials.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            kube_seconds,
+            plugin_seconds,
+            plugin_failures,
+            policy_denials,
+        }
+    }
+
+    pub fn observe_kube(&self, call: &str, ok: bool, d: Duration) {
+        self.kube_seconds
+            .get_or_create(&KubeLabels {
+                call: call.into(),
+                outcome: if ok { "ok" } else { "error" }.into(),
+            })
+            .observe(d.as_secs_f64());
+    }
+
+    pub fn observe_plugin(&self, plugin: &str, d: Duration) {
+        self.plugin_seconds
+            .get_or_create(&PluginLabels {
+                plugin: plugin.into(),
+            })
+            .observe(d.as_secs_f64());
+    }
+
+    pub fn plugin_failed(&self, plugin: &str, reason: &str) {
+        self.plugin_failures
+            .get_or_create(&PluginFailureLabels {
+                plugin: plugin.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn denied(&self, plugin: &str) {
+        self.policy_denials
+            .get_or_create(&PluginLabels {
+                plugin: plugin.into(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
