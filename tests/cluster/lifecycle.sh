@@ -212,7 +212,11 @@ seed_objects() {
   have=$(api GET "/api/v1/persistentvolumes?labelSelector=berth.test/pv%3Dtrue" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')
   [ "$have" -eq "$n" ] || die "created $have of $n PersistentVolumes"
 
-  api POST /api/v1/namespaces '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"berth-plain"}}' >/dev/null
+  # `bay` is Bay's default namespace, used by tests/local-berth.sh.
+  local ns
+  for ns in berth-plain bay; do
+    api POST /api/v1/namespaces "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"$ns\"}}" >/dev/null
+  done
   api POST /api/v1/namespaces '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"berth-restricted","labels":{"pod-security.kubernetes.io/enforce":"restricted","pod-security.kubernetes.io/enforce-version":"latest","pod-security.kubernetes.io/warn":"restricted","pod-security.kubernetes.io/warn-version":"latest"}}}' >/dev/null
 }
 

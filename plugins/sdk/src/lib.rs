@@ -252,9 +252,13 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
+        // Exports exist only in the component; natively the crate is a plain
+        // library, so policies can be unit-tested and benchmarked.
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         pub struct __BerthPluginExport;
 
+        #[cfg(target_arch = "wasm32")]
         impl $crate::__private::Guest for __BerthPluginExport {
             fn info() -> $crate::bindings::berth::policy::types::PluginInfo {
                 $crate::__private::info::<$policy>()
@@ -278,6 +282,7 @@ macro_rules! export_policy {
             }
         }
 
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin!(__BerthPluginExport with_types_in $crate::bindings);
     };
 }
