@@ -1,0 +1,1158 @@
+//! Berth's HTTP API end to end: a real `berth` server (in-process, on
+//! loopback) against the real control plane, read back through kube-rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn json_of(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn problem(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .as_deref(),
+        Some("application/problem+json")
+    );
+    let (s, body) = json_of(resp).await;
+    assert_eq!(s, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
+
+async fn create_volume(b: &TestServer, name: &str) {
+    let (s, v) = json_of(
+        b.post("/v1/volumes")
+            .json(
+                &json!({ "name": name, "labels": { "bay.cargo_id": name }, "size_limit_mb": 2048 }),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
+async fn full_session_life() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "life", &[]).await;
+    let b = berth(&ns, shipped_chain()).await;
+    let id = unique("s");
+
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let (_, v) = json_of(
+        b.get(&format!("/v1/volumes/cargo-{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["exists"], true);
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .get(&format!("cargo-{id}"))
+        .await
+        .unwrap();
+    assert_eq!(pvc.metadata.labels.as_ref().unwrap()["bay.managed"], "true");
+    assert_eq!(
+        pvc.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "2Gi",
+        "sized from the cargo by the resources plugin"
+    );
+
+    let (s, created) = json_of(
+        b.post("/v1/sessions")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let pod_name = created["container_id"].as_str().unwrap().to_string();
+    assert_eq!(pod_name, format!("bay-session-{id}"));
+    assert_eq!(created["adopted"], false);
+
+    // Idempotent: the same session again adopts the live Pod.
+    let (s, again) = json_of(
+        b.post("/v1/sessions")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["adopted"], true);
+
+    let (s, started) = json_of(
+        b.post(&format!("/v1/sessions/{pod_name}/start"))
+            .json(&json!({ "runtime_port": 8123 }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{started}");
+    let endpoint = started["endpoint"].as_str().unwrap();
+    assert!(
+        endpoint.starts_with("http://10.244.") && endpoint.ends_with(":8123"),
+        "{endpoint}"
+    );
+
+    let (_, st) = json_of(
+        b.get(&format!("/v1/sessions/{pod_name}/status?runtime_port=8123"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st["status"], "running");
+    assert_eq!(st["endpoint"], endpoint);
+    assert_eq!(st["containers"][0]["name"], "ship");
+    assert_eq!(st["containers"][0]["state"], "running");
+
+    let (_, logs) = json_of(
+        b.get(&format!("/v1/sessions/{pod_name}/logs?tail=2"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        logs["logs"],
+        "berth-test log line 4\nberth-test log line 5\n"
+    );
+
+    // What the API server stored: Bay's labels, env, isolation defaults, plugins' work.
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get(&pod_name)
+        .await
+        .unwrap();
+    let labels = pod.metadata.labels.clone().unwrap();
+    for (k, v) in [
+        ("bay.session_id", id.as_str()),
+        ("bay.owner", "alice"),
+        ("bay.instance_id", "bay-1"),
+        ("bay.managed", "true"),
+        ("bay.runtime_port", "8123"),
+        ("bay.profile_id", "python"),
+    ] {
+        assert_eq!(labels.get(k).map(String::as_str), Some(v), "label {k}");
+    }
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.enable_service_links, Some(false));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(
+        spec.node_name.as_deref(),
+        Some("kwok-node-1"),
+        "scheduling plugin's node selector"
+    );
+    let c = &spec.containers[0];
+    let env: Vec<_> = c
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    assert!(env.contains(&("BAY_SESSION_ID".into(), id.clone())));
+    assert!(env.contains(&("BAY_WORKSPACE_PATH".into(), "/workspace".into())));
+    assert!(env.contains(&("LANG".into(), "C.UTF-8".into())));
+    let res = c.resources.clone().unwrap();
+    assert_eq!(
+        res.requests.as_ref().unwrap()["cpu"].0,
+        "500m",
+        "request cpu = cpus/2"
+    );
+    assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "1Gi", "Bay's 1g");
+    assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
+
+    let (_, list) = json_of(
+        b.post("/v1/runtime-instances/list")
+            .json(&json!({ "labels": { "bay.managed": "true", "bay.session_id": id } }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], pod_name.as_str());
+    assert_eq!(list[0]["state"], "running");
+
+    let r = b
+        .delete(&format!("/v1/sessions/{pod_name}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .get_opt(&pod_name)
+            .await
+            .unwrap()
+            .is_none(),
+        "destroy waits until the Pod is gone"
+    );
+    let (_, st) = json_of(
+        b.get(&format!("/v1/sessions/{pod_name}/status"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st["status"], "not_found");
+    // Missing is success, and missing logs are empty.
+    assert_eq!(
+        b.delete(&format!("/v1/sessions/{pod_name}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, logs) = json_of(
+        b.get(&format!("/v1/sessions/{pod_name}/logs"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(logs["logs"], "");
+
+    assert_eq!(
+        b.delete(&format!("/v1/volumes/cargo-{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        b.delete(&format!("/v1/volumes/cargo-{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn stop_and_gc_force_removal() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "gc", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = unique("g");
+        create_volume(&b, &format!("cargo-{id}")).await;
+        let (s, _) = json_of(
+            b.post("/v1/sessions")
+                .json(&create_body(&id, &profile()))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+        ids.push(id);
+    }
+    let (s, list) = json_of(
+        b.post("/v1/runtime-instances/list")
+            .json(&json!({ "labels": { "bay.managed": "true", "bay.instance_id": "bay-1" } }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    let (_, none) = json_of(
+        b.post("/v1/runtime-instances/list")
+            .json(&json!({ "labels": { "bay.instance_id": "bay-2" } }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(none.as_array().unwrap().len(), 0);
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let victim = format!("bay-session-{}", ids[0]);
+    assert_eq!(
+        b.delete(&format!("/v1/runtime-instances/{victim}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        b.delete(&format!("/v1/runtime-instances/{victim}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT,
+        "missing is success"
+    );
+    let stopped = format!("bay-session-{}", ids[1]);
+    assert_eq!(
+        b.post(&format!("/v1/sessions/{stopped}/stop"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    // Both are gone or on their way out; the third is untouched.
+    for name in [&victim, &stopped] {
+        let p = pods.get_opt(name).await.unwrap();
+        assert!(
+            p.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+            "{name}"
+        );
+    }
+    assert!(
+        pods.get_opt(&format!("bay-session-{}", ids[2]))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let body = problem(
+        b.post("/v1/runtime-instances/list")
+            .json(&json!({ "labels": {} }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("labels must not be empty")
+    );
+    let body = problem(
+        b.post("/v1/runtime-instances/list")
+            .json(&json!({ "labels": { "bay.owner": "alice@example.com" } }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("alice@example.com"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn sidecar_sessions() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "multi", &[]).await;
+    let b = berth(&ns, shipped_chain()).await;
+    let id = unique("m");
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let mut body = create_body(&id, &sidecar_profile());
+    body["network_name"] = json!("ignored");
+    let (s, infos) = json_of(
+        b.post("/v1/multi-sessions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{infos}");
+    let infos = infos.as_array().unwrap().clone();
+    assert_eq!(infos.len(), 2);
+    assert!(
+        infos
+            .iter()
+            .all(|i| i["container_id"] == format!("bay-session-{id}"))
+    );
+    assert_eq!(infos[1]["runtime_type"], "browser");
+
+    let (s, started) = json_of(
+        b.post("/v1/multi-sessions/start")
+            .json(&json!({ "containers": infos }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{started}");
+    let e0 = started[0]["endpoint"].as_str().unwrap();
+    let e1 = started[1]["endpoint"].as_str().unwrap();
+    assert!(e0.ends_with(":8123") && e1.ends_with(":8124"), "{e0} {e1}");
+    assert_eq!(
+        e0.rsplit_once(':').unwrap().0,
+        e1.rsplit_once(':').unwrap().0,
+        "one Pod IP"
+    );
+    assert_eq!(started[1]["status"], "running");
+
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get(&format!("bay-session-{id}"))
+        .await
+        .unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.containers.len(), 2);
+    for c in &spec.containers {
+        let env = c.env.clone().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "BAY_CONTAINER_NAME"
+                    && e.value.as_deref() == Some(c.name.as_str()))
+        );
+        assert!(
+            c.volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/workspace")
+        );
+    }
+    let (_, st) = json_of(
+        b.get(&format!("/v1/sessions/bay-session-{id}/status"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st["containers"].as_array().unwrap().len(), 2);
+    let (_, logs) = json_of(
+        b.get(&format!(
+            "/v1/sessions/bay-session-{id}/logs?tail=1&container=browser"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(logs["logs"], "berth-test log line 5\n");
+
+    let r = b
+        .post("/v1/multi-sessions/destroy")
+        .json(&json!({ "containers": started }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        Api::<Pod>::namespaced(client, &ns)
+            .get_opt(&format!("bay-session-{id}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "conflict", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    let id = unique("c");
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let foreign: Pod = serde_json::from_value(json!({
+        "metadata": { "name": format!("bay-session-{id}"), "labels": { "bay.session_id": "someone-else" } },
+        "spec": { "containers": [{ "name": "ship", "image": "x" }] }
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to session \"someone-else\""),
+        "{body}"
+    );
+
+    // A missing cargo is reported at create, not after the start timeout.
+    let other = unique("nocargo");
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&create_body(&other, &profile()))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist; create it first"),
+        "{body}"
+    );
+    assert!(
+        Api::<Pod>::namespaced(client, &ns)
+            .get_opt(&format!("bay-session-{other}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Creates a session whose Pod cannot be scheduled (no node has the pool),
+/// so tests can play kubelet on its status.
+async fn unschedulable_session(b: &TestServer, ns: &str) -> String {
+    let id = unique("f");
+    create_volume(b, &format!("cargo-{id}")).await;
+    let (s, v) = json_of(
+        b.post("/v1/sessions")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v} in {ns}");
+    format!("bay-session-{id}")
+}
+
+fn nowhere() -> Vec<berth::plugin::PluginConfig> {
+    vec![plugin(
+        "scheduling",
+        "berth_plugin_scheduling",
+        json!({ "default": { "node_selector": { "berth.test/pool": "nowhere" } } }),
+    )]
+}
+
+#[tokio::test]
+async fn start_fails_fast_with_the_kubernetes_reason() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "fail", &[]).await;
+    // A long timeout: these must fail on the reason, not the clock.
+    let b = berth_with(&ns, nowhere(), |c| c.startup_timeout_s = 300).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+
+    let name = unschedulable_session(&b, &ns).await;
+    let started = std::time::Instant::now();
+    let body = problem(
+        b.post(&format!("/v1/sessions/{name}/start"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "start_failed",
+    )
+    .await;
+    assert_eq!(body["reason"], "Unschedulable", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("didn't match Pod's node affinity/selector"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(300));
+
+    for (reason, status) in [
+        (
+            "ErrImagePull",
+            json!({ "phase": "Pending", "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ErrImagePull", "message": "pull access denied" } } }] }),
+        ),
+        (
+            "CrashLoopBackOff",
+            json!({ "phase": "Pending", "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off restarting" } } }] }),
+        ),
+        (
+            "Failed: Error",
+            json!({ "phase": "Failed", "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "reason": "Error", "exitCode": 3 } } }] }),
+        ),
+    ] {
+        let name = unschedulable_session(&b, &ns).await;
+        // Play kubelet: report the container state through the status subresource.
+        let start = tokio::spawn({
+            let req = b
+                .post(&format!("/v1/sessions/{name}/start"))
+                .json(&json!({}));
+            async move { req.send().await.unwrap() }
+        });
+        // Let the start call reach its watch before the failure shows up.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pods.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+        let resp = start.await.unwrap();
+        let (s, body) = json_of(resp).await;
+        // Unschedulable may win the race when the scheduler reports first;
+        // either way the call fails fast with a Kubernetes reason.
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "start_failed");
+        let got = body["reason"].as_str().unwrap();
+        assert!(
+            got == reason || got == "Unschedulable",
+            "expected {reason}, got {got}: {body}"
+        );
+        let (_, st) = json_of(
+            b.get(&format!("/v1/sessions/{name}/status"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if reason.starts_with("Failed") {
+            assert_eq!(st["status"], "exited");
+            assert_eq!(st["exit_code"], 3);
+        }
+    }
+
+    let body = problem(
+        b.post("/v1/sessions/bay-session-missing/start")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("does not exist"));
+}
+
+#[tokio::test]
+async fn start_times_out_with_what_the_pod_waits_for() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "slow", &[]).await;
+    // A claim no PV can satisfy stays Pending; the scheduler keeps retrying,
+    // which is not a fatal reason.
+    let b = berth_with(&ns, vec![], |c| {
+        c.startup_timeout_s = 2;
+        c.default_storage_size = "500Gi".into();
+    })
+    .await;
+    let id = unique("t");
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let (s, _) = json_of(
+        b.post("/v1/sessions")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let body = problem(
+        b.post(&format!("/v1/sessions/bay-session-{id}/start"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+    )
+    .await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("not running after 2s") && detail.contains("phase Pending"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn policy_denials_create_nothing() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "deny", &[]).await;
+    let b = berth(&ns, shipped_chain()).await;
+    let id = unique("d");
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let mut p = profile();
+    p.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&create_body(&id, &p))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "denied_by_policy",
+    )
+    .await;
+    assert_eq!(body["plugin"], "restricted");
+    assert!(body["detail"].as_str().unwrap().contains("privileged"));
+    assert!(
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .get_opt(&format!("bay-session-{id}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A plugin failure is a plugin_failed problem naming it; nothing created.
+    let b2 = berth(&ns, vec![hostile("trap")]).await;
+    let body = problem(
+        b2.post("/v1/sessions")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "plugin_failed",
+    )
+    .await;
+    assert_eq!(body["plugin"], "hostile-trap");
+    assert!(
+        Api::<Pod>::namespaced(client, &ns)
+            .get_opt(&format!("bay-session-{id}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let metrics = b2
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("berth_plugin_failures_total{plugin=\"hostile-trap\",reason=\"trap\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn restricted_namespace_with_and_without_the_restricted_plugin() {
+    let client = kube_client().await;
+    let ns = namespace(
+        &client,
+        "psa",
+        &[
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ],
+    )
+    .await;
+    let with = berth(&ns, shipped_chain()).await;
+    let id = unique("r");
+    create_volume(&with, &format!("cargo-{id}")).await;
+    let (s, v) = json_of(
+        with.post("/v1/sessions")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "PodSecurity admits the plugin's Pod: {v}"
+    );
+    let (s, v) = json_of(
+        with.post(&format!("/v1/sessions/bay-session-{id}/start"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let without = berth(&ns, vec![]).await;
+    let id2 = unique("r");
+    create_volume(&without, &format!("cargo-{id2}")).await;
+    let body = problem(
+        without
+            .post("/v1/sessions")
+            .json(&create_body(&id2, &profile()))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "denied_by_policy",
+    )
+    .await;
+    assert_eq!(body["plugin"], "kubernetes-admission");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("violates PodSecurity \"restricted:latest\""),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn render_shows_the_exact_objects_and_touches_nothing() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "render", &[]).await;
+    let b = berth(&ns, shipped_chain()).await;
+    let id = unique("v");
+    let (s, r) = json_of(
+        b.post("/v1/render/pod")
+            .json(&create_body(&id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["object"]["metadata"]["name"], format!("bay-session-{id}"));
+    assert_eq!(r["object"]["spec"]["securityContext"]["runAsNonRoot"], true);
+    let plugins: Vec<_> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["plugin"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(plugins, ["restricted", "scheduling", "resources"]);
+    assert!(
+        r["steps"][1]["patch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["path"] == "/spec/nodeSelector"),
+        "{}",
+        r["steps"][1]
+    );
+    assert_eq!(r["generation"], 1);
+    let (s, r) = json_of(
+        b.post("/v1/render/pvc")
+            .json(&json!({ "name": "cargo-x", "size_limit_mb": 5120 }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        r["object"]["spec"]["resources"]["requests"]["storage"],
+        "5Gi"
+    );
+    assert!(
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<PersistentVolumeClaim>::namespaced(client, &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn auth_bad_requests_and_documents() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "http", &[]).await;
+    let b = berth_with(&ns, vec![], |c| c.max_body_bytes = 16 * 1024).await;
+
+    assert_eq!(
+        b.http.get(b.url("/healthz")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.http.get(b.url("/readyz")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    problem(
+        b.http.get(b.url("/v1/plugins")).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    problem(
+        b.http
+            .get(b.url("/v1/plugins"))
+            .bearer_auth("wrong-token-0123456789")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    problem(
+        b.http.get(b.url("/metrics")).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    problem(
+        b.http.get(b.url("/openapi.json")).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+
+    // Missing field, wrong type, malformed JSON, oversized body.
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&json!({ "session": { "id": "x", "sandbox_id": "y" } }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `profile`"),
+        "{body}"
+    );
+    let mut wrong = create_body("x", &profile());
+    wrong["profile"]["runtime_port"] = json!("eighty");
+    let body = problem(
+        b.post("/v1/sessions").json(&wrong).send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("runtime_port"),
+        "{body}"
+    );
+    problem(
+        b.post("/v1/sessions")
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    let mut huge = create_body("x", &profile());
+    huge["profile"]["env"]["PAD"] = json!("x".repeat(64 * 1024));
+    problem(
+        b.post("/v1/sessions").json(&huge).send().await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request",
+    )
+    .await;
+
+    // Invalid names and label values are named.
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&create_body("Bad_ID!", &profile()))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("session.id"),
+        "{body}"
+    );
+    let mut owner = create_body("ok1", &profile());
+    owner["labels"]["bay.owner"] = json!("alice@example.com");
+    let body = problem(
+        b.post("/v1/sessions").json(&owner).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("alice@example.com"),
+        "{body}"
+    );
+    let mut long = create_body(&"a".repeat(70), &profile());
+    long["cargo"]["driver_ref"] = json!("cargo-long");
+    let body = problem(
+        b.post("/v1/sessions").json(&long).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most 63"),
+        "{body}"
+    );
+    problem(
+        b.get("/v1/sessions/Not_A_Pod/status").send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    problem(
+        b.get("/v1/nope").send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    let (s, doc) = json_of(b.get("/openapi.json").send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    for path in [
+        "/v1/sessions",
+        "/v1/sessions/{id}/start",
+        "/v1/multi-sessions",
+        "/v1/volumes",
+        "/v1/runtime-instances/list",
+        "/v1/render/pod",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    let metrics = b
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "berth_http_requests_total{method=\"POST\",route=\"/v1/sessions\",status=\"422\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_kubernetes_call_duration_seconds"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn session_isolation_policy_is_in_force() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "netpol", &[]).await;
+    let _b = berth(&ns, vec![]).await;
+    let np = Api::<NetworkPolicy>::namespaced(client, &ns)
+        .get("bay-session-isolation")
+        .await
+        .expect("policy applied at start-up");
+    let spec = np.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["bay.managed"],
+        "true"
+    );
+    let from = &spec.ingress.unwrap()[0].from.clone().unwrap()[0];
+    assert_eq!(
+        from.pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["app.kubernetes.io/name"],
+        "bay"
+    );
+    let egress = spec.egress.unwrap();
+    assert!(egress[0].ports.as_ref().unwrap().iter().any(
+        |p| p.port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53))
+    ));
+    let block = egress[1].to.as_ref().unwrap()[0].ip_block.clone().unwrap();
+    assert_eq!(block.cidr, "0.0.0.0/0");
+    assert!(
+        block.except.unwrap().contains(&"10.0.0.0/8".to_string()),
+        "no other session Pods"
+    );
+    assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
+}
+
+#[tokio::test]
+async fn unreachable_api_server_is_kubernetes_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(kubeconfig()).unwrap();
+    let dead = regex_replace_server(&text, "https://127.0.0.1:1");
+    let path = dir.path().join("dead.kubeconfig");
+    std::fs::write(&path, dead).unwrap();
+    let mut config = test_config("bay");
+    config.kubeconfig = Some(path);
+    config.network_policy.enabled = false;
+    config.plugin_cache_dir = Some(repo_root().join("target/berth-test-plugin-cache"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = berth::server::start(config, None, listener)
+        .await
+        .expect("starts without touching the API server");
+    let base = format!("http://{}", running.addr);
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/v1/volumes"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "name": "cargo-x" }))
+        .send()
+        .await
+        .unwrap();
+    problem(
+        resp,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "kubernetes_unavailable",
+    )
+    .await;
+    let resp = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+fn regex_replace_server(kubeconfig: &str, server: &str) -> String {
+    let start = kubeconfig.find("server: \"").expect("server in kubeconfig") + "server: \"".len();
+    let end = start + kubeconfig[start..].find('"').expect("closing quote");
+    format!("{}{server}{}", &kubeconfig[..start], &kubeconfig[end..])
+}
