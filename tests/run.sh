@@ -26,7 +26,7 @@ export BERTH_TEST_CLUSTER_DIR=$cluster_dir
 
 status=0
 step "Rust tests (unit, plugin runtime, end-to-end)"
-cargo test --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit || status=1
+cargo test --no-fail-fast --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit || status=1
 
 if [ -d clients/python/tests ]; then
   step "Python client tests"

@@ -241,9 +241,14 @@ impl Config {
             };
             map.insert(serde_yaml::Value::String((*key).into()), value);
         }
-        let mut config: Config = serde_yaml::from_value(doc).map_err(|e| ConfigError::Parse {
-            path: source.clone(),
-            message: e.to_string(),
+        // The path makes errors name the key even when it came from the
+        // environment (serde_yaml's own messages carry only a position).
+        let mut config: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse {
+                path: source.clone(),
+                message: format!("{key}: {}", e.inner()),
+            }
         })?;
         config.base_dir = base_dir;
         if let Some(file) = &config.tokens_file {

@@ -1,6 +1,6 @@
 //! Write a Berth policy plugin over typed Kubernetes objects.
 //!
-//! ```ignore
+//! ```
 //! use berth_plugin_sdk::{export_policy, Context, Hooks, Pod, Policy, Rejection};
 //!
 //! #[derive(Default, serde::Deserialize)]

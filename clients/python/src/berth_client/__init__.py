@@ -1,0 +1,13 @@
+"""Bay's driver backed by Berth."""
+
+from .client import BerthClient
+from .driver import BerthDriver
+from .errors import (BerthError, Conflict, DeniedByPolicy, InvalidRequest, NotFound, PluginFailed, StartFailed,
+                     Timeout, Unauthorized, Unavailable)
+from .models import ContainerInfo, ContainerState, MultiContainerInfo, RuntimeInstance
+
+__all__ = [
+    "BerthClient", "BerthDriver", "BerthError", "Conflict", "DeniedByPolicy", "InvalidRequest", "NotFound",
+    "PluginFailed", "StartFailed", "Timeout", "Unauthorized", "Unavailable", "ContainerInfo", "ContainerState",
+    "MultiContainerInfo", "RuntimeInstance",
+]
