@@ -46,13 +46,13 @@ pub fn parse_bytes(q: &str) -> Option<u64> {
         "Ti" => 1024f64.powi(4),
         _ => return None,
     };
-    (n >= 0.0 && n.is_finite()).then(|| (n * mult) as u64)
+    (n >= 0.0 && n.is_finite()).then_some((n * mult) as u64)
 }
 
 /// Cores as a quantity, in millicores when fractional ("0.5" → "500m").
 pub fn cpu(cores: f64) -> String {
     let milli = (cores * 1000.0).round() as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}m")

@@ -155,17 +155,14 @@ async fn berth_runs_a_session_with_only_its_role() {
 
     let b = berth_with(&ns, shipped_chain(), |c| c.kubeconfig = Some(kc.clone())).await;
     let id = unique("rbac");
-    let (s, v) = (|r: reqwest::Response| async {
-        let s = r.status();
-        (s, r.text().await.unwrap())
-    })(
-        b.post("/v1/volumes")
-            .json(&json!({ "name": format!("cargo-{id}") }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = b
+        .post("/v1/volumes")
+        .json(&json!({ "name": format!("cargo-{id}") }))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    let v = r.text().await.unwrap();
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let r = b
         .post("/v1/sessions")

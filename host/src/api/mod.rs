@@ -49,12 +49,11 @@ where
             Err(rejection) => {
                 let status = rejection.status();
                 let detail = rejection.body_text();
-                let status = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    status
-                } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-                    status
-                } else {
-                    StatusCode::BAD_REQUEST
+                // Too large and wrong media type keep their status; every
+                // other rejection is a malformed request.
+                let status = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => status,
+                    _ => StatusCode::BAD_REQUEST,
                 };
                 Err(Problem::new(status, "invalid_request", detail))
             }

@@ -109,7 +109,8 @@ mod tests {
 
     #[test]
     fn each_identity_field_is_caught() {
-        let cases: Vec<(fn(&mut Value), &str)> = vec![
+        type Mutation = fn(&mut Value);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|p| p["metadata"]["name"] = json!("q"), "metadata.name"),
             (
                 |p| p["metadata"]["namespace"] = json!("q"),

@@ -89,10 +89,10 @@ impl PluginConfig {
                 self.max_output_kb
             ));
         }
-        if let Some(h) = &self.sha256 {
-            if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("{key}.sha256 must be 64 hex digits"));
-            }
+        if let Some(h) = &self.sha256
+            && (h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(format!("{key}.sha256 must be 64 hex digits"));
         }
         Ok(())
     }

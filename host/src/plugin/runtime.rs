@@ -268,13 +268,13 @@ impl Runtime {
             )))
         })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        if let Some(want) = expected_sha256 {
-            if !want.eq_ignore_ascii_case(&sha256) {
-                return Err(err(super::LoadErrorKind::HashMismatch {
-                    expected: want.to_string(),
-                    actual: sha256,
-                }));
-            }
+        if let Some(want) = expected_sha256
+            && !want.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(err(super::LoadErrorKind::HashMismatch {
+                expected: want.to_string(),
+                actual: sha256,
+            }));
         }
         if limits.memory_bytes > self.options.max_memory_bytes {
             return Err(err(super::LoadErrorKind::Invalid(format!(
@@ -414,14 +414,14 @@ impl Runtime {
             Hook::Pod => p.call_shape_pod(store, &plugin.settings, ctx, object),
             Hook::Pvc => p.call_shape_pvc(store, &plugin.settings, ctx, object),
         })?;
-        if let Ok(out) = &result {
-            if out.len() > plugin.limits.max_output_bytes {
-                return Err(PluginError::OutputTooLarge {
-                    plugin: plugin.name.to_string(),
-                    size: out.len(),
-                    limit: plugin.limits.max_output_bytes,
-                });
-            }
+        if let Ok(out) = &result
+            && out.len() > plugin.limits.max_output_bytes
+        {
+            return Err(PluginError::OutputTooLarge {
+                plugin: plugin.name.to_string(),
+                size: out.len(),
+                limit: plugin.limits.max_output_bytes,
+            });
         }
         Ok((result, stats))
     }

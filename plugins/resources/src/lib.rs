@@ -164,10 +164,10 @@ impl Policy for Resources {
         check_map("min", &s.bounds.min)?;
         check_map("max", &s.bounds.max)?;
         for (r, min) in &s.bounds.min {
-            if let Some(max) = s.bounds.max.get(r) {
-                if value(r, min)? > value(r, max)? {
-                    return Err(format!("min.{r} ({min}) is above max.{r} ({max})"));
-                }
+            if let Some(max) = s.bounds.max.get(r)
+                && value(r, min)? > value(r, max)?
+            {
+                return Err(format!("min.{r} ({min}) is above max.{r} ({max})"));
             }
         }
         for (name, q) in [

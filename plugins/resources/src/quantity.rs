@@ -57,7 +57,7 @@ pub fn parse(q: &str) -> Result<f64, String> {
 /// Cores as a canonical quantity: whole cores when exact, else millicores.
 pub fn format_cpu(cores: f64) -> String {
     let milli = (cores * 1000.0).round() as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         format!("{}", milli / 1000)
     } else {
         format!("{milli}m")
@@ -73,7 +73,7 @@ pub fn format_bytes(bytes: f64) -> String {
         ("Mi", 1 << 20),
         ("Ki", 1 << 10),
     ] {
-        if b >= unit && b % unit == 0 {
+        if b >= unit && b.is_multiple_of(unit) {
             return format!("{}{suffix}", b / unit);
         }
     }

@@ -89,19 +89,19 @@ fn check_container(c: &Container, s: &Settings, kind: &str) -> Result<(), Reject
                 "{who} asks for allowPrivilegeEscalation, which the restricted policy forbids"
             )));
         }
-        if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref()) {
-            if let Some(bad) = add.iter().find(|a| a.as_str() != ALLOWED_ADD) {
-                return Err(deny(format!(
-                    "{who} asks for capability {bad}; the restricted policy allows adding only {ALLOWED_ADD}"
-                )));
-            }
+        if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref())
+            && let Some(bad) = add.iter().find(|a| a.as_str() != ALLOWED_ADD)
+        {
+            return Err(deny(format!(
+                "{who} asks for capability {bad}; the restricted policy allows adding only {ALLOWED_ADD}"
+            )));
         }
-        if let Some(p) = &sc.seccomp_profile {
-            if p.type_ == "Unconfined" {
-                return Err(deny(format!(
-                    "{who} asks for an Unconfined seccomp profile"
-                )));
-            }
+        if let Some(p) = &sc.seccomp_profile
+            && p.type_ == "Unconfined"
+        {
+            return Err(deny(format!(
+                "{who} asks for an Unconfined seccomp profile"
+            )));
         }
     }
     if c.ports
@@ -162,10 +162,10 @@ impl Policy for Restricted {
         if s.run_as_group < 0 {
             return Err(format!("run_as_group must be >= 0, got {}", s.run_as_group));
         }
-        if let Some(g) = s.fs_group {
-            if g < 0 {
-                return Err(format!("fs_group must be >= 0, got {g}"));
-            }
+        if let Some(g) = s.fs_group
+            && g < 0
+        {
+            return Err(format!("fs_group must be >= 0, got {g}"));
         }
         Ok(())
     }
@@ -195,12 +195,12 @@ impl Policy for Restricted {
         for c in spec.init_containers.iter().flatten() {
             check_container(c, s, "init container")?;
         }
-        if let Some(psc) = &spec.security_context {
-            if psc.run_as_user == Some(0) {
-                return Err(deny(
-                    "the Pod asks to run as root (runAsUser 0), which the restricted policy forbids",
-                ));
-            }
+        if let Some(psc) = &spec.security_context
+            && psc.run_as_user == Some(0)
+        {
+            return Err(deny(
+                "the Pod asks to run as root (runAsUser 0), which the restricted policy forbids",
+            ));
         }
 
         let psc = spec

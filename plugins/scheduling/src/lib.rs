@@ -77,12 +77,13 @@ fn validate_rule(name: &str, r: &Rule) -> Result<(), String> {
                 ));
             }
         }
-        if let Some(e) = &t.effect {
-            if !e.is_empty() && !VALID_EFFECTS.contains(&e.as_str()) {
-                return Err(format!(
-                    "{name}.tolerations[{i}].effect {e:?} is not a taint effect"
-                ));
-            }
+        if let Some(e) = &t.effect
+            && !e.is_empty()
+            && !VALID_EFFECTS.contains(&e.as_str())
+        {
+            return Err(format!(
+                "{name}.tolerations[{i}].effect {e:?} is not a taint effect"
+            ));
         }
     }
     for (i, c) in r.topology_spread_constraints.iter().enumerate() {
