@@ -208,6 +208,35 @@ fn main() {
         wasm_out = Some(shaped.object);
     }
 
+    // The plugin calls alone: three fresh instances passing the JSON text
+    // along, without the host's per-step validation, identity check and diff.
+    let raw: Vec<_> = settings()
+        .into_iter()
+        .map(|(name, file, s)| {
+            engine
+                .runtime()
+                .load(name, &wasm(file), None, s.to_string(), Limits::default())
+                .unwrap()
+        })
+        .collect();
+    let text = serde_json::to_string(&pod).unwrap();
+    let mut raw_times = Vec::with_capacity(n);
+    for i in 0..(n + 200) {
+        let t = Instant::now();
+        let mut cur = text.clone();
+        for c in &raw {
+            cur = engine
+                .runtime()
+                .shape(c, Hook::Pod, &wctx, &cur)
+                .unwrap()
+                .0
+                .unwrap();
+        }
+        if i >= 200 {
+            raw_times.push(t.elapsed());
+        }
+    }
+
     // The same policies, native, on the typed Pod.
     let [(_, _, rs), (_, _, ss), (_, _, qs)] = settings();
     let rs: <berth_plugin_restricted::Restricted as Policy>::Settings =
@@ -269,6 +298,7 @@ fn main() {
     let (wp50, wp99) = percentiles(wasm_times);
     let (np50, np99) = percentiles(native_times);
     let (jp50, jp99) = percentiles(json_times);
+    let (rp50, rp99) = percentiles(raw_times);
     println!("calls per variant: {n}");
     println!(
         "native typed (baseline)     p50 {:>8.1} µs  p99 {:>8.1} µs",
@@ -290,6 +320,11 @@ fn main() {
         us(wp99) / us(np99),
         us(wp50) / us(jp50),
         us(wp99) / us(jp99)
+    );
+    println!(
+        "wasm calls only (no checks) p50 {:>8.1} µs  p99 {:>8.1} µs",
+        us(rp50),
+        us(rp99)
     );
     println!(
         "wasm chain throughput: {:.0} Pods/s on one thread",

@@ -279,9 +279,6 @@ impl Config {
                 message,
             })
         };
-        if self.tokens.is_empty() {
-            return bad("tokens", "no API tokens configured (set tokens, tokens_file or BERTH_TOKENS): Berth never serves unauthenticated".into());
-        }
         if let Some(t) = self.tokens.iter().find(|t| t.len() < 16) {
             return bad(
                 "tokens",
@@ -329,6 +326,49 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Berth never serves unauthenticated: with no token configured, one is
+    /// generated and written (mode 0600) where the operator can read it.
+    pub fn ensure_token(&mut self) -> Result<Option<PathBuf>, ConfigError> {
+        if !self.tokens.is_empty() {
+            return Ok(None);
+        }
+        let fail = |message: String| ConfigError::Invalid {
+            key: "tokens".into(),
+            message,
+        };
+        let mut bytes = [0u8; 24];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").map_err(|e| fail(e.to_string()))?,
+            &mut bytes,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let token = hex::encode(bytes);
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let path = home.join(".config/berth/token");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            writeln!(f, "{token}")
+        };
+        write().map_err(|e| {
+            fail(format!(
+                "no tokens configured and cannot write a generated one to {}: {e}",
+                path.display()
+            ))
+        })?;
+        self.tokens.push(token);
+        Ok(Some(path))
     }
 
     pub fn plugin_cache_dir(&self) -> PathBuf {
@@ -387,7 +427,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("config key namespace:"), "{e}");
-        let e = Config::load(None, &env_of(&[])).unwrap_err();
+        let e = Config::load(None, &env_of(&[("BERTH_TOKENS", "short")])).unwrap_err();
         assert!(e.to_string().starts_with("config key tokens:"), "{e}");
         let e = Config::load(
             None,

@@ -56,8 +56,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            let cfg = load(config.as_deref())?;
+            let mut cfg = load(config.as_deref())?;
             init_tracing(cfg.log_format);
+            if let Some(path) = cfg.ensure_token()? {
+                tracing::warn!(path = %path.display(), "no API tokens configured; generated one");
+            }
             berth::server::serve(cfg, config).await
         }
         Command::Check { config } => {

@@ -16,8 +16,10 @@ use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 fn runtime() -> Runtime {
+    // Compiled plugins are shared across tests through the on-disk cache
+    // (itself tested below); Cranelift is the slow part of this suite.
     Runtime::new(RuntimeOptions {
-        cache_dir: None,
+        cache_dir: Some(repo_root().join("target/berth-test-plugin-cache")),
         max_instances: 16,
         max_memory_bytes: 256 << 20,
     })
@@ -90,7 +92,7 @@ fn shipped_chain_shapes_a_session_pod() {
     let names: Vec<_> = shaped.steps.iter().map(|s| s.plugin.as_str()).collect();
     assert_eq!(names, ["restricted", "scheduling", "resources"]);
     let paths = |i: usize| {
-        shaped.steps[i]
+        shaped.diffs()[i]
             .patch
             .0
             .iter()

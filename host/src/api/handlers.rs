@@ -14,7 +14,7 @@ use super::{ApiJson, Problem, Shared};
 use crate::driver::{Created, MultiContainerInfo, RuntimeInstance, StatusInfo};
 use crate::error::{Error, Result};
 use crate::model::{Cargo, Profile, Session};
-use crate::plugin::Step;
+use crate::plugin::StepDiff;
 use crate::plugin::chain::PluginSummary;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -133,7 +133,7 @@ pub struct RenderResponse {
     #[schema(value_type = Object)]
     pub object: serde_json::Value,
     /// What each plugin changed, in order.
-    pub steps: Vec<Step>,
+    pub steps: Vec<StepDiff>,
     pub generation: u64,
 }
 
@@ -342,7 +342,7 @@ fn render_response<T: Serialize>(
         serde_json::to_value(&shaped.object).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Json(RenderResponse {
         object,
-        steps: shaped.steps,
+        steps: shaped.diffs(),
         generation,
     }))
 }

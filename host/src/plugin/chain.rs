@@ -34,22 +34,42 @@ pub struct Chain {
     entries: Vec<Entry>,
 }
 
-/// What one plugin did to one object.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+/// One plugin's turn on one object.
+#[derive(Clone, Debug)]
 pub struct Step {
     pub plugin: String,
-    /// RFC 6902 JSON Patch from the object before this plugin to after it.
-    #[schema(value_type = Vec<Object>)]
-    pub patch: json_patch::Patch,
-    #[serde(skip)]
     pub duration: Duration,
 }
 
-/// An object after the chain, with who changed what.
+/// What one plugin changed: RFC 6902 JSON Patch from before it to after it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct StepDiff {
+    pub plugin: String,
+    #[schema(value_type = Vec<Object>)]
+    pub patch: json_patch::Patch,
+}
+
+/// An object after the chain, with who changed what. The object is kept as
+/// it was after every step, so diffs cost nothing unless someone asks.
 #[derive(Clone, Debug)]
 pub struct Shaped<T> {
     pub object: T,
     pub steps: Vec<Step>,
+    /// snapshots[0] is the input, snapshots[i + 1] the output of steps[i].
+    snapshots: Vec<Value>,
+}
+
+impl<T> Shaped<T> {
+    pub fn diffs(&self) -> Vec<StepDiff> {
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StepDiff {
+                plugin: s.plugin.clone(),
+                patch: json_patch::diff(&self.snapshots[i], &self.snapshots[i + 1]),
+            })
+            .collect()
+    }
 }
 
 /// Summary of a loaded plugin, for the API and the harness.
@@ -154,9 +174,13 @@ impl Chain {
             Hook::Pod => "Pod",
             Hook::Pvc => "PersistentVolumeClaim",
         };
-        let mut current: Value = serde_json::to_value(&object)
+        let input: Value = serde_json::to_value(&object)
             .map_err(|e| PluginError::Engine(format!("cannot serialise {kind}: {e}")))?;
-        let identity = Identity::of(&current, label_prefix);
+        let identity = Identity::of(&input, label_prefix);
+        // The text handed to the next plugin is exactly what the last one
+        // returned: no re-serialisation between plugins.
+        let mut text = input.to_string();
+        let mut snapshots = vec![input];
         let mut steps = Vec::new();
         let mut typed = object;
         for entry in self
@@ -168,8 +192,7 @@ impl Chain {
             let span = tracing::debug_span!("plugin", plugin = %plugin, hook = ?hook);
             let _g = span.enter();
             let started = Instant::now();
-            let input = current.to_string();
-            let (result, _) = runtime.shape(&entry.component, hook, ctx, &input)?;
+            let (result, _) = runtime.shape(&entry.component, hook, ctx, &text)?;
             let duration = started.elapsed();
             let out = match result {
                 Ok(out) => out,
@@ -194,31 +217,23 @@ impl Chain {
                 }
                 .into());
             }
-            typed =
-                serde_json::from_value(next.clone()).map_err(|e| PluginError::InvalidOutput {
-                    plugin: plugin.clone(),
-                    kind,
-                    message: e.to_string(),
-                })?;
+            typed = T::deserialize(&next).map_err(|e| PluginError::InvalidOutput {
+                plugin: plugin.clone(),
+                kind,
+                message: e.to_string(),
+            })?;
             if let Some(field) = identity.violation(&Identity::of(&next, label_prefix)) {
                 return Err(PluginError::IdentityViolation { plugin, field }.into());
             }
-            let patch = json_patch::diff(&current, &next);
-            tracing::debug!(
-                ops = patch.0.len(),
-                us = duration.as_micros() as u64,
-                "plugin applied"
-            );
-            steps.push(Step {
-                plugin,
-                patch,
-                duration,
-            });
-            current = next;
+            tracing::debug!(us = duration.as_micros() as u64, "plugin applied");
+            steps.push(Step { plugin, duration });
+            snapshots.push(next);
+            text = out;
         }
         Ok(Shaped {
             object: typed,
             steps,
+            snapshots,
         })
     }
 }

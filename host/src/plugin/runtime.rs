@@ -499,7 +499,11 @@ fn write_artifact(dir: &Path, path: &Path, component: &Component) -> std::io::Re
         .serialize()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     // Write then rename, so a concurrent reader never sees half a file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per writer (process and call), so two threads compiling the
+    // same plugin never write into one temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
