@@ -42,6 +42,22 @@ struct Timings {
     total: Duration,
 }
 
+type Sample = (Duration, Duration, Duration, Option<f64>);
+
+impl Timings {
+    async fn collect(tasks: Vec<tokio::task::JoinHandle<Sample>>) -> Timings {
+        let mut t = Timings::default();
+        for task in tasks {
+            let (c, s, d, lag) = task.await.unwrap();
+            t.create.push(c);
+            t.start.push(s);
+            t.destroy.push(d);
+            t.running_to_start.extend(lag);
+        }
+        t
+    }
+}
+
 fn pct(v: &mut [Duration], p: usize) -> f64 {
     v.sort();
     v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1e3
@@ -167,7 +183,6 @@ async fn main() {
     println!("{n} sessions, concurrency {conc}, namespace {ns}");
 
     // Berth.
-    let mut tb = Timings::default();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -219,17 +234,10 @@ async fn main() {
             (create, start, t.elapsed(), lag)
         }));
     }
-    for t in tasks {
-        let (c, s, d, lag) = t.await.unwrap();
-        tb.create.push(c);
-        tb.start.push(s);
-        tb.destroy.push(d);
-        tb.running_to_start.extend(lag);
-    }
+    let mut tb = Timings::collect(tasks).await;
     tb.total = t0.elapsed();
 
     // Baseline: the Pod Berth renders, submitted and awaited directly.
-    let mut tk = Timings::default();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -278,13 +286,7 @@ async fn main() {
             (create, start, t.elapsed(), lag)
         }));
     }
-    for t in tasks {
-        let (c, s, d, lag) = t.await.unwrap();
-        tk.create.push(c);
-        tk.start.push(s);
-        tk.destroy.push(d);
-        tk.running_to_start.extend(lag);
-    }
+    let mut tk = Timings::collect(tasks).await;
     tk.total = t0.elapsed();
 
     report("berth (3 plugins)", n, &mut tb);

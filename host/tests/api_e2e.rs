@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn json_of(resp: reqwest::Response) -> (StatusCode, Value) {
+async fn status_and_json(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let text = resp.text().await.unwrap();
     (
@@ -29,23 +29,19 @@ async fn problem(resp: reqwest::Response, status: StatusCode, code: &str) -> Val
             .as_deref(),
         Some("application/problem+json")
     );
-    let (s, body) = json_of(resp).await;
+    let (s, body) = status_and_json(resp).await;
     assert_eq!(s, status, "{body}");
     assert_eq!(body["code"], code, "{body}");
     body
 }
 
 async fn create_volume(b: &TestServer, name: &str) {
-    let (s, v) = json_of(
-        b.post("/v1/volumes")
-            .json(
-                &json!({ "name": name, "labels": { "bay.cargo_id": name }, "size_limit_mb": 2048 }),
-            )
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = b
+        .post_json(
+            "/v1/volumes",
+            &json!({ "name": name, "labels": { "bay.cargo_id": name }, "size_limit_mb": 2048 }),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
@@ -57,13 +53,7 @@ async fn full_session_life() {
     let id = unique("s");
 
     create_volume(&b, &format!("cargo-{id}")).await;
-    let (_, v) = json_of(
-        b.get(&format!("/v1/volumes/cargo-{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, v) = b.get_json(&format!("/v1/volumes/cargo-{id}")).await;
     assert_eq!(v["exists"], true);
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
         .get(&format!("cargo-{id}"))
@@ -76,39 +66,27 @@ async fn full_session_life() {
         "sized from the cargo by the resources plugin"
     );
 
-    let (s, created) = json_of(
-        b.post("/v1/sessions")
-            .json(&create_body(&id, &profile()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, created) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let pod_name = created["container_id"].as_str().unwrap().to_string();
     assert_eq!(pod_name, format!("bay-session-{id}"));
     assert_eq!(created["adopted"], false);
 
     // Idempotent: the same session again adopts the live Pod.
-    let (s, again) = json_of(
-        b.post("/v1/sessions")
-            .json(&create_body(&id, &profile()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, again) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(again["adopted"], true);
 
-    let (s, started) = json_of(
-        b.post(&format!("/v1/sessions/{pod_name}/start"))
-            .json(&json!({ "runtime_port": 8123 }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, started) = b
+        .post_json(
+            &format!("/v1/sessions/{pod_name}/start"),
+            &json!({ "runtime_port": 8123 }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{started}");
     let endpoint = started["endpoint"].as_str().unwrap();
     assert!(
@@ -116,25 +94,17 @@ async fn full_session_life() {
         "{endpoint}"
     );
 
-    let (_, st) = json_of(
-        b.get(&format!("/v1/sessions/{pod_name}/status?runtime_port=8123"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, st) = b
+        .get_json(&format!("/v1/sessions/{pod_name}/status?runtime_port=8123"))
+        .await;
     assert_eq!(st["status"], "running");
     assert_eq!(st["endpoint"], endpoint);
     assert_eq!(st["containers"][0]["name"], "ship");
     assert_eq!(st["containers"][0]["state"], "running");
 
-    let (_, logs) = json_of(
-        b.get(&format!("/v1/sessions/{pod_name}/logs?tail=2"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, logs) = b
+        .get_json(&format!("/v1/sessions/{pod_name}/logs?tail=2"))
+        .await;
     assert_eq!(
         logs["logs"],
         "berth-test log line 4\nberth-test log line 5\n"
@@ -185,14 +155,12 @@ async fn full_session_life() {
     assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "1Gi", "Bay's 1g");
     assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
 
-    let (_, list) = json_of(
-        b.post("/v1/runtime-instances/list")
-            .json(&json!({ "labels": { "bay.managed": "true", "bay.session_id": id } }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, list) = b
+        .post_json(
+            "/v1/runtime-instances/list",
+            &json!({ "labels": { "bay.managed": "true", "bay.session_id": id } }),
+        )
+        .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], pod_name.as_str());
     assert_eq!(list[0]["state"], "running");
@@ -211,46 +179,22 @@ async fn full_session_life() {
             .is_none(),
         "destroy waits until the Pod is gone"
     );
-    let (_, st) = json_of(
-        b.get(&format!("/v1/sessions/{pod_name}/status"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, st) = b.get_json(&format!("/v1/sessions/{pod_name}/status")).await;
     assert_eq!(st["status"], "not_found");
     // Missing is success, and missing logs are empty.
     assert_eq!(
-        b.delete(&format!("/v1/sessions/{pod_name}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        b.delete_status(&format!("/v1/sessions/{pod_name}")).await,
         StatusCode::NO_CONTENT
     );
-    let (_, logs) = json_of(
-        b.get(&format!("/v1/sessions/{pod_name}/logs"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, logs) = b.get_json(&format!("/v1/sessions/{pod_name}/logs")).await;
     assert_eq!(logs["logs"], "");
 
     assert_eq!(
-        b.delete(&format!("/v1/volumes/cargo-{id}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        b.delete_status(&format!("/v1/volumes/cargo-{id}")).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        b.delete(&format!("/v1/volumes/cargo-{id}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        b.delete_status(&format!("/v1/volumes/cargo-{id}")).await,
         StatusCode::NO_CONTENT
     );
 }
@@ -264,53 +208,38 @@ async fn stop_and_gc_force_removal() {
     for _ in 0..3 {
         let id = unique("g");
         create_volume(&b, &format!("cargo-{id}")).await;
-        let (s, _) = json_of(
-            b.post("/v1/sessions")
-                .json(&create_body(&id, &profile()))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (s, _) = b
+            .post_json("/v1/sessions", &create_body(&id, &profile()))
+            .await;
         assert_eq!(s, StatusCode::CREATED);
         ids.push(id);
     }
-    let (s, list) = json_of(
-        b.post("/v1/runtime-instances/list")
-            .json(&json!({ "labels": { "bay.managed": "true", "bay.instance_id": "bay-1" } }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, list) = b
+        .post_json(
+            "/v1/runtime-instances/list",
+            &json!({ "labels": { "bay.managed": "true", "bay.instance_id": "bay-1" } }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 3);
-    let (_, none) = json_of(
-        b.post("/v1/runtime-instances/list")
-            .json(&json!({ "labels": { "bay.instance_id": "bay-2" } }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, none) = b
+        .post_json(
+            "/v1/runtime-instances/list",
+            &json!({ "labels": { "bay.instance_id": "bay-2" } }),
+        )
+        .await;
     assert_eq!(none.as_array().unwrap().len(), 0);
 
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let victim = format!("bay-session-{}", ids[0]);
     assert_eq!(
-        b.delete(&format!("/v1/runtime-instances/{victim}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        b.delete_status(&format!("/v1/runtime-instances/{victim}"))
+            .await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        b.delete(&format!("/v1/runtime-instances/{victim}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        b.delete_status(&format!("/v1/runtime-instances/{victim}"))
+            .await,
         StatusCode::NO_CONTENT,
         "missing is success"
     );
@@ -382,14 +311,7 @@ async fn sidecar_sessions() {
     create_volume(&b, &format!("cargo-{id}")).await;
     let mut body = create_body(&id, &sidecar_profile());
     body["network_name"] = json!("ignored");
-    let (s, infos) = json_of(
-        b.post("/v1/multi-sessions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, infos) = b.post_json("/v1/multi-sessions", &body).await;
     assert_eq!(s, StatusCode::CREATED, "{infos}");
     let infos = infos.as_array().unwrap().clone();
     assert_eq!(infos.len(), 2);
@@ -400,14 +322,9 @@ async fn sidecar_sessions() {
     );
     assert_eq!(infos[1]["runtime_type"], "browser");
 
-    let (s, started) = json_of(
-        b.post("/v1/multi-sessions/start")
-            .json(&json!({ "containers": infos }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, started) = b
+        .post_json("/v1/multi-sessions/start", &json!({ "containers": infos }))
+        .await;
     assert_eq!(s, StatusCode::OK, "{started}");
     let e0 = started[0]["endpoint"].as_str().unwrap();
     let e1 = started[1]["endpoint"].as_str().unwrap();
@@ -440,23 +357,15 @@ async fn sidecar_sessions() {
                 .any(|m| m.mount_path == "/workspace")
         );
     }
-    let (_, st) = json_of(
-        b.get(&format!("/v1/sessions/bay-session-{id}/status"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, st) = b
+        .get_json(&format!("/v1/sessions/bay-session-{id}/status"))
+        .await;
     assert_eq!(st["containers"].as_array().unwrap().len(), 2);
-    let (_, logs) = json_of(
-        b.get(&format!(
+    let (_, logs) = b
+        .get_json(&format!(
             "/v1/sessions/bay-session-{id}/logs?tail=1&container=browser"
         ))
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(logs["logs"], "berth-test log line 5\n");
 
     let r = b
@@ -542,14 +451,9 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
 async fn unschedulable_session(b: &TestServer, ns: &str) -> String {
     let id = unique("f");
     create_volume(b, &format!("cargo-{id}")).await;
-    let (s, v) = json_of(
-        b.post("/v1/sessions")
-            .json(&create_body(&id, &profile()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v} in {ns}");
     format!("bay-session-{id}")
 }
@@ -627,7 +531,7 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
         .await
         .unwrap();
         let resp = start.await.unwrap();
-        let (s, body) = json_of(resp).await;
+        let (s, body) = status_and_json(resp).await;
         // Unschedulable may win the race when the scheduler reports first;
         // either way the call fails fast with a Kubernetes reason.
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -637,13 +541,7 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
             got == reason || got == "Unschedulable",
             "expected {reason}, got {got}: {body}"
         );
-        let (_, st) = json_of(
-            b.get(&format!("/v1/sessions/{name}/status"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, st) = b.get_json(&format!("/v1/sessions/{name}/status")).await;
         if reason.starts_with("Failed") {
             assert_eq!(st["status"], "exited");
             assert_eq!(st["exit_code"], 3);
@@ -676,14 +574,9 @@ async fn start_times_out_with_what_the_pod_waits_for() {
     .await;
     let id = unique("t");
     create_volume(&b, &format!("cargo-{id}")).await;
-    let (s, _) = json_of(
-        b.post("/v1/sessions")
-            .json(&create_body(&id, &profile()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let body = problem(
         b.post(&format!("/v1/sessions/bay-session-{id}/start"))
@@ -783,27 +676,17 @@ async fn restricted_namespace_with_and_without_the_restricted_plugin() {
     let with = berth(&ns, shipped_chain()).await;
     let id = unique("r");
     create_volume(&with, &format!("cargo-{id}")).await;
-    let (s, v) = json_of(
-        with.post("/v1/sessions")
-            .json(&create_body(&id, &profile()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = with
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
     assert_eq!(
         s,
         StatusCode::CREATED,
         "PodSecurity admits the plugin's Pod: {v}"
     );
-    let (s, v) = json_of(
-        with.post(&format!("/v1/sessions/bay-session-{id}/start"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = with
+        .post_json(&format!("/v1/sessions/bay-session-{id}/start"), &json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     let without = berth(&ns, vec![]).await;
@@ -836,14 +719,9 @@ async fn render_shows_the_exact_objects_and_touches_nothing() {
     let ns = namespace(&client, "render", &[]).await;
     let b = berth(&ns, shipped_chain()).await;
     let id = unique("v");
-    let (s, r) = json_of(
-        b.post("/v1/render/pod")
-            .json(&create_body(&id, &profile()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, r) = b
+        .post_json("/v1/render/pod", &create_body(&id, &profile()))
+        .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["object"]["metadata"]["name"], format!("bay-session-{id}"));
     assert_eq!(r["object"]["spec"]["securityContext"]["runAsNonRoot"], true);
@@ -864,14 +742,12 @@ async fn render_shows_the_exact_objects_and_touches_nothing() {
         r["steps"][1]
     );
     assert_eq!(r["generation"], 1);
-    let (s, r) = json_of(
-        b.post("/v1/render/pvc")
-            .json(&json!({ "name": "cargo-x", "size_limit_mb": 5120 }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, r) = b
+        .post_json(
+            "/v1/render/pvc",
+            &json!({ "name": "cargo-x", "size_limit_mb": 5120 }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         r["object"]["spec"]["resources"]["requests"]["storage"],
@@ -1044,7 +920,7 @@ async fn auth_bad_requests_and_documents() {
     )
     .await;
 
-    let (s, doc) = json_of(b.get("/openapi.json").send().await.unwrap()).await;
+    let (s, doc) = b.get_json("/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
     for path in [
         "/v1/sessions",

@@ -248,6 +248,32 @@ impl TestServer {
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.delete(self.url(path)).bearer_auth(TOKEN)
     }
+    /// GET with the token; status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        status_and_json(self.get(path).send().await.expect("request")).await
+    }
+    /// POST a JSON body with the token; status and JSON body.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        status_and_json(self.post(path).json(body).send().await.expect("request")).await
+    }
+    /// DELETE with the token; the status.
+    pub async fn delete_status(&self, path: &str) -> reqwest::StatusCode {
+        self.delete(path).send().await.expect("request").status()
+    }
+}
+
+/// Status and body (JSON, or the text as a JSON string when it is not JSON).
+pub async fn status_and_json(resp: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 /// Starts Berth in-process on a loopback port, against the test cluster,
