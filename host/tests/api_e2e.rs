@@ -418,6 +418,48 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
         "{body}"
     );
 
+    // An earlier incarnation of the same session that is still terminating
+    // (held by a finalizer) is not adopted either.
+    let dying_id = unique("c");
+    create_volume(&b, &format!("cargo-{dying_id}")).await;
+    let dying_name = format!("bay-session-{dying_id}");
+    let dying: Pod = serde_json::from_value(json!({
+        "metadata": { "name": dying_name, "labels": { "bay.session_id": dying_id }, "finalizers": ["berth.test/hold"] },
+        "spec": { "containers": [{ "name": "ship", "image": "x" }] }
+    }))
+    .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &dying).await.unwrap();
+    pods.delete(&dying_name, &Default::default()).await.unwrap();
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&create_body(&dying_id, &profile()))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("still terminating"),
+        "{body}"
+    );
+    let (_, st) = b
+        .get_json(&format!("/v1/sessions/{dying_name}/status"))
+        .await;
+    assert_eq!(st["status"], "removing");
+    pods.patch(
+        &dying_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
+    .unwrap();
+
     // A missing cargo is reported at create, not after the start timeout.
     let other = unique("nocargo");
     let body = problem(
