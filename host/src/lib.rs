@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod harness;
 pub mod labels;
 pub mod metrics;
 pub mod model;

@@ -33,6 +33,95 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Plugin author tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run suite files (YAML): one line per case, diffs on failure.
+    Test {
+        /// Suite files.
+        #[arg(required = true)]
+        suites: Vec<PathBuf>,
+        /// Rewrite golden files with the actual output.
+        #[arg(long)]
+        update: bool,
+        /// Run only cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Write a JSON report of every case here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+fn plugin_test(
+    suites: Vec<PathBuf>,
+    update: bool,
+    filter: Option<String>,
+    report: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    let color = std::io::stdout().is_terminal();
+    let paint = |code: &str, s: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let opts = berth::harness::Options {
+        update,
+        filter,
+        cache_dir: Some(home.join(".cache/berth/plugins")),
+    };
+    let mut all = Vec::new();
+    for suite in &suites {
+        let results = berth::harness::run_suite(suite, &opts)?;
+        for r in &results {
+            if r.passed {
+                println!("{} {} :: {}", paint("32", "PASS"), r.suite, r.case);
+            } else {
+                println!("{} {} :: {}", paint("31", "FAIL"), r.suite, r.case);
+                for f in &r.failures {
+                    println!("    {f}");
+                }
+                if let Some(d) = &r.diff {
+                    for line in d.lines() {
+                        let code = if line.starts_with('+') {
+                            "32"
+                        } else if line.starts_with('-') {
+                            "31"
+                        } else {
+                            "0"
+                        };
+                        println!("    {}", paint(code, line));
+                    }
+                }
+                for s in &r.steps {
+                    println!(
+                        "    {} changed: {}",
+                        s.plugin,
+                        serde_json::to_string(&s.patch)?
+                    );
+                }
+            }
+        }
+        all.extend(results);
+    }
+    let failed = all.iter().filter(|r| !r.passed).count();
+    println!("{} passed, {} failed", all.len() - failed, failed);
+    if let Some(path) = report {
+        std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+    }
+    Ok(failed == 0)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -72,6 +161,26 @@ async fn main() -> anyhow::Result<()> {
                     "{} {} {} hooks={:?} cached={} load={:.1}ms",
                     p.name, p.plugin_name, p.plugin_version, p.hooks, p.from_cache, p.load_ms
                 );
+            }
+            Ok(())
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    suites,
+                    update,
+                    filter,
+                    report,
+                },
+        } => {
+            // Plugin logs and load times only when asked (BERTH_LOG=info).
+            if std::env::var_os("BERTH_LOG").is_none() {
+                // SAFETY: single-threaded here, before any thread reads the environment.
+                unsafe { std::env::set_var("BERTH_LOG", "warn") };
+            }
+            init_tracing(LogFormat::Text);
+            if !plugin_test(suites, update, filter, report)? {
+                std::process::exit(1);
             }
             Ok(())
         }

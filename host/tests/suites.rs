@@ -1,0 +1,166 @@
+//! The plugin author's harness: every shipped plugin's suite passes, and
+//! the harness itself reports failures precisely.
+
+mod common;
+
+use std::path::Path;
+
+use berth::harness::{Options, run_suite};
+use common::*;
+
+fn opts() -> Options {
+    Options {
+        update: false,
+        filter: None,
+        cache_dir: Some(repo_root().join("target/berth-test-plugin-cache")),
+    }
+}
+
+#[test]
+fn shipped_plugin_suites_pass() {
+    for plugin in ["restricted", "scheduling", "resources"] {
+        wasm(&format!("berth_plugin_{plugin}"));
+        let suite = repo_root().join(format!("plugins/{plugin}/tests/suite.yaml"));
+        let results = run_suite(&suite, &opts()).expect("suite loads");
+        assert!(results.len() >= 3, "{plugin}: {} cases", results.len());
+        for r in &results {
+            assert!(
+                r.passed,
+                "{plugin} :: {}: {:?}\n{}",
+                r.case,
+                r.failures,
+                r.diff.clone().unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn failures_are_reported_precisely() {
+    let dir = tempfile::tempdir().unwrap();
+    let restricted = wasm("berth_plugin_restricted");
+    write(
+        dir.path(),
+        "wrong.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: { name: nope }\n",
+    );
+    let suite = write(
+        dir.path(),
+        "suite.yaml",
+        &format!(
+            r#"
+plugins:
+  - {{ name: restricted, path: {p} }}
+cases:
+  - name: wrong-golden
+    request: {{ session: {{ id: s1, sandbox_id: b }}, profile: {{ id: p, image: i }}, cargo: {{ id: c, driver_ref: cargo-c }} }}
+    expect: {{ golden: wrong.yaml }}
+  - name: not-restricted-without-the-plugin-effect
+    input: {{ apiVersion: v1, kind: Pod, metadata: {{ name: x, namespace: bay }}, spec: {{ containers: [{{ name: c, image: i, securityContext: {{ privileged: true }} }}] }} }}
+    expect: {{ deny: "this will not match" }}
+  - name: only-paths-violated
+    request: {{ session: {{ id: s1, sandbox_id: b }}, profile: {{ id: p, image: i }}, cargo: {{ id: c, driver_ref: cargo-c }} }}
+    expect: {{ golden: missing.yaml }}
+    assert: {{ only_paths: [/metadata] }}
+"#,
+            p = restricted.display()
+        ),
+    );
+    let results = run_suite(&suite, &opts()).unwrap();
+    assert!(results.iter().all(|r| !r.passed));
+    let wrong = &results[0];
+    assert!(
+        wrong.failures[0].contains("output differs from"),
+        "{:?}",
+        wrong.failures
+    );
+    let diff = wrong.diff.as_ref().unwrap();
+    assert!(
+        diff.contains("-metadata: { name: nope }")
+            || diff.contains("-  name: nope")
+            || diff.contains("-metadata"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+  securityContext:") || diff.contains("+spec:"),
+        "{diff}"
+    );
+    assert!(!wrong.steps.is_empty(), "per-plugin diffs are reported");
+    assert!(
+        results[1].failures[0].contains("does not match /this will not match/"),
+        "{:?}",
+        results[1].failures
+    );
+    assert!(
+        results[2]
+            .failures
+            .iter()
+            .any(|f| f.contains("outside only_paths")),
+        "{:?}",
+        results[2].failures
+    );
+    assert!(
+        results[2]
+            .failures
+            .iter()
+            .any(|f| f.contains("run with --update")),
+        "{:?}",
+        results[2].failures
+    );
+
+    // A malformed suite names the file, line and column.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "plugins: []\ncases:\n  - name: x\n    expect: { golden: a.yaml }\n    bogus: 1\n",
+    );
+    let e = run_suite(&bad, &opts()).unwrap_err().to_string();
+    assert!(
+        e.contains("bad.yaml") && e.contains("unknown field `bogus`") && e.contains("line 5"),
+        "{e}"
+    );
+
+    // The harness's own restricted check names the rule.
+    let lax = write(
+        dir.path(),
+        "lax.yaml",
+        r#"
+plugins: []
+cases:
+  - name: lax
+    input: { apiVersion: v1, kind: Pod, metadata: { name: x, namespace: bay }, spec: { containers: [{ name: c, image: i }] } }
+    expect: { golden: lax-golden.yaml }
+    assert: { restricted: true }
+"#,
+    );
+    let results = run_suite(
+        &lax,
+        &Options {
+            update: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(
+        results[0]
+            .failures
+            .iter()
+            .any(|f| f.contains("rule \"Privilege Escalation\"")),
+        "{:?}",
+        results[0].failures
+    );
+    assert!(
+        results[0]
+            .failures
+            .iter()
+            .any(|f| f.contains("rule \"Capabilities (restricted)\"")),
+        "{:?}",
+        results[0].failures
+    );
+}
