@@ -42,6 +42,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Scaffold a plugin crate that builds and passes `berth plugin test` as generated.
+    New {
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of berth-plugin-sdk (default: the SDK of the tree berth was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Run suite files (YAML): one line per case, diffs on failure.
     Test {
         /// Suite files.
@@ -162,6 +172,24 @@ async fn main() -> anyhow::Result<()> {
                     p.name, p.plugin_name, p.plugin_version, p.hooks, p.from_cache, p.load_ms
                 );
             }
+            Ok(())
+        }
+        Command::Plugin {
+            command: PluginCommand::New { name, dir, sdk },
+        } => {
+            let sdk = sdk.unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk")
+            });
+            let sdk = sdk
+                .canonicalize()
+                .with_context(|| format!("SDK not found at {}", sdk.display()))?;
+            let root = berth::harness::scaffold::new_plugin(&dir, &name, &sdk)
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "created {}\nnext: cd {} && cargo build --target wasm32-wasip2 --release && berth plugin test tests/suite.yaml",
+                root.display(),
+                root.display()
+            );
             Ok(())
         }
         Command::Plugin {

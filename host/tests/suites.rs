@@ -164,3 +164,51 @@ cases:
         results[0].failures
     );
 }
+
+#[test]
+fn scaffolded_plugin_builds_and_passes_its_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let out = std::process::Command::new(berth)
+        .args(["plugin", "new", "team-label", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dir.path().join("team-label");
+    let build = std::process::Command::new("cargo")
+        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
+        .current_dir(&root)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "generated crate does not build:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let test = std::process::Command::new(berth)
+        .args(["plugin", "test", "tests/suite.yaml"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        test.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    // A second `new` into the same place refuses to overwrite.
+    let again = std::process::Command::new(berth)
+        .args(["plugin", "new", "team-label", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}

@@ -2,6 +2,7 @@
 //! same object builder, runtime and chain the server uses.
 
 pub mod pss;
+pub mod scaffold;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
