@@ -31,6 +31,15 @@ enum Command {
         #[arg(long, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the exact Pod and PVC the server would create for a request,
+    /// after all plugins, with each plugin's JSON Patch. Touches no cluster.
+    Render {
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// YAML/JSON file with Bay's request: session, profile, cargo, labels.
+        #[arg(long)]
+        request: PathBuf,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Plugin author tools.
@@ -42,6 +51,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Measure a suite case's chain: calls/s, p50/p99 with a fresh instance
+    /// per call, compile and cached-load time, peak memory per instance.
+    Bench {
+        suite: PathBuf,
+        /// Case name (default: the first case with a request).
+        #[arg(long)]
+        case: Option<String>,
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Scaffold a plugin crate that builds and passes `berth plugin test` as generated.
     New {
         name: String,
@@ -175,6 +197,36 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin {
+            command:
+                PluginCommand::Bench {
+                    suite,
+                    case,
+                    calls,
+                    json,
+                },
+        } => {
+            init_tracing(LogFormat::Text);
+            if calls == 0 {
+                anyhow::bail!("--calls must be at least 1");
+            }
+            let r = berth::harness::bench::bench_case(&suite, case.as_deref(), calls)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "case {}: {} calls, {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs (fresh instance per plugin call)",
+                    r.case, r.calls, r.calls_per_second, r.p50_us, r.p99_us
+                );
+                for p in &r.plugins {
+                    println!(
+                        "  {}: compile {:.1} ms, cached load {:.2} ms, peak linear memory {} KiB",
+                        p.name, p.compile_ms, p.cached_load_ms, p.peak_memory_kib
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Plugin {
             command: PluginCommand::New { name, dir, sdk },
         } => {
             let sdk = sdk.unwrap_or_else(|| {
@@ -209,6 +261,38 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text);
             if !plugin_test(suites, update, filter, report)? {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Render { config, request } => {
+            let mut cfg = load(config.as_deref())?;
+            cfg.tokens.clear();
+            init_tracing(LogFormat::Text);
+            let text = std::fs::read_to_string(&request)
+                .with_context(|| format!("reading {}", request.display()))?;
+            let req: berth::harness::Request = serde_yaml::from_str(&text)
+                .with_context(|| format!("{} is not a request", request.display()))?;
+            let engine = berth::server::policy_engine(&cfg)?;
+            for hook in [berth::plugin::Hook::Pod, berth::plugin::Hook::Pvc] {
+                let (object, ctx) =
+                    berth::harness::build(&cfg, hook, &req).map_err(anyhow::Error::msg)?;
+                match berth::harness::run_chain(&engine, hook, &ctx, &object, &cfg.label_prefix) {
+                    Ok((out, steps)) => {
+                        println!(
+                            "---\n# {hook:?} after {} plugin(s)\n{}",
+                            steps.len(),
+                            serde_yaml::to_string(&out)?
+                        );
+                        for s in steps {
+                            println!(
+                                "# {} changed: {}",
+                                s.plugin,
+                                serde_json::to_string(&s.patch)?
+                            );
+                        }
+                    }
+                    Err(e) => println!("---\n# {hook:?}: {e}"),
+                }
             }
             Ok(())
         }

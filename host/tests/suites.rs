@@ -212,3 +212,60 @@ fn scaffolded_plugin_builds_and_passes_its_suite() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+#[test]
+fn plugin_bench_reports_every_figure() {
+    wasm("berth_plugin_resources");
+    let suite = repo_root().join("plugins/resources/tests/suite.yaml");
+    let r = berth::harness::bench::bench_case(&suite, Some("defaults-added"), 50).unwrap();
+    assert_eq!(r.case, "defaults-added");
+    assert_eq!(r.calls, 50);
+    assert!(
+        r.calls_per_second > 0.0 && r.p99_us >= r.p50_us && r.p50_us > 0.0,
+        "{r:?}"
+    );
+    assert_eq!(r.plugins.len(), 1);
+    let p = &r.plugins[0];
+    assert!(p.peak_memory_kib > 0, "{p:?}");
+    assert!(
+        p.cached_load_ms < p.compile_ms,
+        "a cached load skips Cranelift: {p:?}"
+    );
+    let e = berth::harness::bench::bench_case(&suite, Some("no-such-case"), 1).unwrap_err();
+    assert!(
+        e.to_string().contains("no case named \"no-such-case\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn render_prints_what_the_server_would_create() {
+    wasm("berth_plugin_restricted");
+    let dir = tempfile::tempdir().unwrap();
+    let req = write(
+        dir.path(),
+        "req.yaml",
+        "session: { id: s1, sandbox_id: sb1 }\nprofile: { id: python, image: \"ship:1.0\" }\ncargo: { id: c1, driver_ref: cargo-c1, size_limit_mb: 4096 }\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["render", "--config"])
+        .arg(repo_root().join("deploy/berth.example.yaml"))
+        .arg("--request")
+        .arg(&req)
+        .env("BERTH_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("# Pod after 3 plugin(s)"), "{stdout}");
+    assert!(stdout.contains("name: bay-session-s1"), "{stdout}");
+    assert!(stdout.contains("# restricted changed: "), "{stdout}");
+    assert!(
+        stdout.contains("# Pvc after 1 plugin(s)") && stdout.contains("storage: 4Gi"),
+        "{stdout}"
+    );
+}

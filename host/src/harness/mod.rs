@@ -1,6 +1,7 @@
 //! The plugin author's test harness: suites of cases run through the very
 //! same object builder, runtime and chain the server uses.
 
+pub mod bench;
 pub mod pss;
 pub mod scaffold;
 
@@ -146,7 +147,7 @@ pub fn load_suite(path: &Path) -> Result<Suite, HarnessError> {
     serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))
 }
 
-fn run_chain(
+pub fn run_chain(
     engine: &PolicyEngine,
     hook: Hook,
     ctx: &SessionContext,
@@ -358,7 +359,11 @@ pub fn run_suite(path: &Path, opts: &Options) -> Result<Vec<CaseResult>, Harness
     Ok(results)
 }
 
-fn build(config: &Config, hook: Hook, req: &Request) -> Result<(Value, SessionContext), String> {
+pub fn build(
+    config: &Config,
+    hook: Hook,
+    req: &Request,
+) -> Result<(Value, SessionContext), String> {
     match hook {
         Hook::Pod => {
             let sr = SessionRequest {
