@@ -269,3 +269,31 @@ fn render_prints_what_the_server_would_create() {
         "{stdout}"
     );
 }
+
+#[test]
+fn filter_and_report_on_the_command_line() {
+    wasm("berth_plugin_scheduling");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["plugin", "test"])
+        .arg(repo_root().join("plugins/scheduling/tests/suite.yaml"))
+        .args(["--filter", "default-rule", "--report"])
+        .arg(&report)
+        .env("BERTH_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("PASS")
+            && stdout.contains(":: default-rule")
+            && stdout.contains("1 passed, 0 failed"),
+        "{stdout}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r.as_array().unwrap().len(), 1);
+    assert_eq!(r[0]["case"], "default-rule");
+    assert_eq!(r[0]["passed"], true);
+}
