@@ -353,7 +353,7 @@ pub fn run_suite(path: &Path, opts: &Options) -> Result<Vec<CaseResult>, Harness
                 r.steps = steps;
             }
         }
-        r.passed = r.failures.is_empty() || (r.passed && r.failures.is_empty());
+        r.passed = r.failures.is_empty();
         results.push(r);
     }
     Ok(results)

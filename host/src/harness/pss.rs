@@ -145,46 +145,39 @@ pub fn check_restricted(pod: &Pod) -> Vec<Violation> {
         );
     }
 
+    // Containers, init containers and ephemeral containers are different
+    // types with the same fields the rules read.
+    macro_rules! view {
+        ($kind:expr, $c:expr) => {
+            C {
+                kind: $kind,
+                name: &$c.name,
+                sc: $c.security_context.as_ref(),
+                ports: $c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.host_port)
+                    .collect(),
+            }
+        };
+    }
     let containers: Vec<C> = spec
         .containers
         .iter()
-        .map(|c| C {
-            kind: "container",
-            name: &c.name,
-            sc: c.security_context.as_ref(),
-            ports: c
-                .ports
+        .map(|c| view!("container", c))
+        .chain(
+            spec.init_containers
                 .iter()
                 .flatten()
-                .filter_map(|p| p.host_port)
-                .collect(),
-        })
-        .chain(spec.init_containers.iter().flatten().map(|c| {
-            C {
-                kind: "init container",
-                name: &c.name,
-                sc: c.security_context.as_ref(),
-                ports: c
-                    .ports
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| p.host_port)
-                    .collect(),
-            }
-        }))
-        .chain(spec.ephemeral_containers.iter().flatten().map(|c| {
-            C {
-                kind: "ephemeral container",
-                name: &c.name,
-                sc: c.security_context.as_ref(),
-                ports: c
-                    .ports
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| p.host_port)
-                    .collect(),
-            }
-        }))
+                .map(|c| view!("init container", c)),
+        )
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| view!("ephemeral container", c)),
+        )
         .collect();
 
     let pod_non_root = psc.and_then(|p| p.run_as_non_root) == Some(true);
