@@ -37,6 +37,9 @@ pub struct Running {
     pub addr: SocketAddr,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
     pub state: api::Shared,
+    /// Notify to stop accepting connections and let in-flight requests
+    /// (a `start` may be waiting for its Pod) finish.
+    pub shutdown: Arc<tokio::sync::Notify>,
 }
 
 /// Starts serving on `listener`; returns once the server accepts requests.
@@ -67,11 +70,18 @@ pub async fn start(
     });
     let app = api::router(state.clone(), &config);
     let addr = listener.local_addr()?;
-    let handle = tokio::spawn(async move { axum::serve(listener, app).await });
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.notified().await })
+            .await
+    });
     Ok(Running {
         addr,
         handle,
         state,
+        shutdown,
     })
 }
 
@@ -104,10 +114,18 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut handle = running.handle;
     tokio::select! {
-        r = running.handle => { r??; }
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-        _ = term.recv() => tracing::info!("terminated; stopping"),
+        r = &mut handle => { r??; return Ok(()); }
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
+        _ = term.recv() => tracing::info!("terminated; draining"),
+    }
+    running.shutdown.notify_one();
+    // In-flight requests get as long as a start may take, then are cut.
+    let grace = std::time::Duration::from_secs(running.state.driver.config().startup_timeout_s + 5);
+    match tokio::time::timeout(grace, handle).await {
+        Ok(r) => r??,
+        Err(_) => tracing::warn!("requests still running after {grace:?}; exiting anyway"),
     }
     Ok(())
 }
