@@ -18,13 +18,16 @@ step "building Berth and its tests"
 cargo build --quiet -p berth
 cargo test --quiet --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit --no-run
 
+status=0
+step "control plane fault handling (stale dir, crashing component, no leftovers)"
+tests/cluster/selftest.sh || status=1
+
 trap 'tests/cluster/cluster.sh down "$cluster_dir"' EXIT
 step "starting the control plane"
 kubeconfig=$(tests/cluster/cluster.sh up "$cluster_dir")
 export BERTH_TEST_KUBECONFIG=$kubeconfig
 export BERTH_TEST_CLUSTER_DIR=$cluster_dir
 
-status=0
 step "Rust tests (unit, plugin runtime, end-to-end)"
 cargo test --no-fail-fast --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit || status=1
 

@@ -175,7 +175,7 @@ EOF
       --manage-all-nodes=true --cidr=10.244.0.0/16 \
       --node-name=localhost --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
       --tls-cert-file="$DIR/pki/apiserver.crt" --tls-private-key-file="$DIR/pki/apiserver.key" \
-      --node-lease-duration-seconds=40
+      --node-lease-duration-seconds=40 ${BERTH_TEST_KWOK_EXTRA_ARGS:-}
     if wait_ready kwok "$PID_kwok" 60 curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz"; then return 0; fi
     grep -q "address already in use" "$DIR/kwok.log" || return 1
     log "kwok: port taken, retrying on a new port"
@@ -261,6 +261,8 @@ stop_all() {
     if alive "$pid"; then
       log "$name ($pid) ignored SIGTERM; killing"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      local until=$((SECONDS + 5))
+      while alive "$pid" && [ $SECONDS -lt $until ]; do sleep 0.1; done
     fi
   done <"$(PIDS_FILE)"
   rm -f "$(PIDS_FILE)"
@@ -287,7 +289,9 @@ cmd_up() {
   mkdir -p "$DIR"
   chmod 700 "$DIR"
   : >"$(PIDS_FILE)"
-  trap 'log "start-up failed; stopping what was started"; stop_all' ERR
+  # Any exit before the end of `up` (die, a failed command) stops what was
+  # started: a failed `up` leaves no process behind.
+  trap 'log "start-up failed; stopping what was started"; stop_all' EXIT
   make_pki
   start_etcd || die "etcd did not start"
   start_apiserver || die "kube-apiserver did not start"
@@ -300,7 +304,7 @@ cmd_up() {
   seed_objects
   wait_until 90 "fake nodes Ready and untainted" nodes_ready || die "nodes not ready"
   wait_until 60 "default ServiceAccounts" default_sa_ready || die "service accounts not created"
-  trap - ERR
+  trap - EXIT
   cat >"$DIR/env" <<EOF
 KUBECONFIG=$DIR/kubeconfig
 BERTH_TEST_KUBECONFIG=$DIR/kubeconfig
