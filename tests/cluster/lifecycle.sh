@@ -113,8 +113,11 @@ start_etcd() {
 
 start_apiserver() {
   local try
+  # BERTH_CLUSTER_API_PORT asks for a stable port (e.g. for a long-lived
+  # kubeconfig); when it is taken, another free port is used instead.
+  local wanted=${BERTH_CLUSTER_API_PORT:-}
   for try in 1 2 3; do
-    API_PORT=$(free_port)
+    if [ -n "$wanted" ] && [ "$try" -eq 1 ]; then API_PORT=$wanted; else API_PORT=$(free_port); fi
     API="https://127.0.0.1:$API_PORT"
     start kube-apiserver "$DIR/kube-apiserver.log" "$BIN/kube-apiserver" \
       --etcd-servers="http://127.0.0.1:$ETCD_PORT" --etcd-prefix=/registry \

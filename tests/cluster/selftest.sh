@@ -33,7 +33,35 @@ check test "$(grep -c "etcd\|kube-apiserver" <<<"$(pgrep -fa -- "$dir/" || true)
 # Every component's command line names the state dir.
 check test "$(pgrep -fc -- "$dir/" || true)" -eq 0
 "$here/cluster.sh" down "$dir" 2>/dev/null
-rm -f "$dir.err" "$dir.pids"
+
+# 3. A port already taken is not fatal: up retries on another port.
+python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(120)' >"$dir.port" &
+holder=$!
+for _ in $(seq 50); do [ -s "$dir.port" ] && break; sleep 0.1; done
+taken=$(cat "$dir.port")
+BERTH_CLUSTER_API_PORT=$taken "$here/cluster.sh" up "$dir" >/dev/null 2>"$dir.err"
+check test $? -eq 0
+check grep -q "kube-apiserver: port taken, retrying on a new port" "$dir.err"
+check test "$(grep -c "127.0.0.1:$taken" "$dir/kubeconfig")" -eq 0
+"$here/cluster.sh" down "$dir" 2>/dev/null
+kill "$holder" 2>/dev/null
+check test "$(pgrep -fc -- "$dir/" || true)" -eq 0
+
+# 4. A half-built cache (a leftover .partial dir, a missing binary) is
+#    rebuilt, never reused. Uses a copy of the real cache; Go's build cache
+#    makes the rebuild quick.
+real_bin=$(ls -d "${BERTH_CACHE:-$HOME/.cache/berth}"/k8s-* | grep -v partial | head -1)
+cache=$(mktemp -d /tmp/berth-selftest-cache-XXXXXX)
+cp -r "$real_bin" "$cache/"
+copy="$cache/$(basename "$real_bin")"
+rm "$copy/kube-scheduler"
+mkdir "$copy.partial.12345"
+BERTH_CACHE=$cache "$here/cluster.sh" build >/dev/null 2>"$dir.err"
+check test $? -eq 0
+check grep -q "build: kube-apiserver" "$dir.err"
+check test -x "$copy/kube-scheduler"
+check test ! -e "$copy.partial.12345"
+rm -rf "$cache" "$dir.err" "$dir.pids" "$dir.port"
 
 echo "cluster selftest: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
