@@ -83,6 +83,16 @@ fn report(name: &str, n: usize, t: &mut Timings) {
     );
 }
 
+/// Signed milliseconds from the Pod first seen Running to `returned`
+/// (negative when the call returned before the independent watch saw it).
+fn lag_ms(seen: &Mutex<HashMap<String, Instant>>, name: &str, returned: Instant) -> Option<f64> {
+    let s = *seen.lock().unwrap().get(name)?;
+    Some(
+        returned.saturating_duration_since(s).as_secs_f64() * 1e3
+            - s.saturating_duration_since(returned).as_secs_f64() * 1e3,
+    )
+}
+
 /// Records when each Pod was first seen Running, from one independent watch.
 fn running_seen(pods: Api<Pod>) -> Arc<Mutex<HashMap<String, Instant>>> {
     let seen = Arc::new(Mutex::new(HashMap::new()));
@@ -219,10 +229,7 @@ async fn main() {
             assert!(r.status().is_success(), "{}", r.text().await.unwrap());
             let returned = Instant::now();
             let start = t.elapsed();
-            let lag = seen.lock().unwrap().get(&id).map(|s| {
-                returned.saturating_duration_since(*s).as_secs_f64() * 1e3
-                    - s.saturating_duration_since(returned).as_secs_f64() * 1e3
-            });
+            let lag = lag_ms(&seen, &id, returned);
             let t = Instant::now();
             let r = http
                 .delete(format!("{url}/v1/sessions/{id}"))
@@ -265,10 +272,7 @@ async fn main() {
                 .unwrap();
             let returned = Instant::now();
             let start = t.elapsed();
-            let lag = seen.lock().unwrap().get(&name).map(|s| {
-                returned.saturating_duration_since(*s).as_secs_f64() * 1e3
-                    - s.saturating_duration_since(returned).as_secs_f64() * 1e3
-            });
+            let lag = lag_ms(&seen, &name, returned);
             let t = Instant::now();
             let uid = pods.get(&name).await.unwrap().metadata.uid.unwrap();
             pods.delete(

@@ -35,6 +35,12 @@ async fn problem(resp: reqwest::Response, status: StatusCode, code: &str) -> Val
     body
 }
 
+/// The problem's detail mentions `needle`.
+fn assert_detail(body: &Value, needle: &str) {
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(needle), "{needle:?} not in {body}");
+}
+
 async fn create_volume(b: &TestServer, name: &str) {
     let (s, v) = b
         .post_json(
@@ -277,12 +283,7 @@ async fn stop_and_gc_force_removal() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("labels must not be empty")
-    );
+    assert_detail(&body, "labels must not be empty");
     let body = problem(
         b.post("/v1/runtime-instances/list")
             .json(&json!({ "labels": { "bay.owner": "alice@example.com" } }))
@@ -293,13 +294,7 @@ async fn stop_and_gc_force_removal() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("alice@example.com"),
-        "{body}"
-    );
+    assert_detail(&body, "alice@example.com");
 }
 
 #[tokio::test]
@@ -410,13 +405,7 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
         "conflict",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("belongs to session \"someone-else\""),
-        "{body}"
-    );
+    assert_detail(&body, "belongs to session \"someone-else\"");
 
     // An earlier incarnation of the same session that is still terminating
     // (held by a finalizer) is not adopted either.
@@ -441,13 +430,7 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
         "conflict",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("still terminating"),
-        "{body}"
-    );
+    assert_detail(&body, "still terminating");
     let (_, st) = b
         .get_json(&format!("/v1/sessions/{dying_name}/status"))
         .await;
@@ -472,13 +455,7 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("does not exist; create it first"),
-        "{body}"
-    );
+    assert_detail(&body, "does not exist; create it first");
     assert!(
         Api::<Pod>::namespaced(client, &ns)
             .get_opt(&format!("bay-session-{other}"))
@@ -529,13 +506,7 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
     )
     .await;
     assert_eq!(body["reason"], "Unschedulable", "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("didn't match Pod's node affinity/selector"),
-        "{body}"
-    );
+    assert_detail(&body, "didn't match Pod's node affinity/selector");
     assert!(started.elapsed() < Duration::from_secs(300));
 
     for (reason, status) in [
@@ -600,7 +571,7 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
         "not_found",
     )
     .await;
-    assert!(body["detail"].as_str().unwrap().contains("does not exist"));
+    assert_detail(&body, "does not exist");
 }
 
 #[tokio::test]
@@ -660,7 +631,7 @@ async fn policy_denials_create_nothing() {
     )
     .await;
     assert_eq!(body["plugin"], "restricted");
-    assert!(body["detail"].as_str().unwrap().contains("privileged"));
+    assert_detail(&body, "privileged");
     assert!(
         Api::<Pod>::namespaced(client.clone(), &ns)
             .get_opt(&format!("bay-session-{id}"))
@@ -746,13 +717,7 @@ async fn restricted_namespace_with_and_without_the_restricted_plugin() {
     )
     .await;
     assert_eq!(body["plugin"], "kubernetes-admission");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("violates PodSecurity \"restricted:latest\""),
-        "{body}"
-    );
+    assert_detail(&body, "violates PodSecurity \"restricted:latest\"");
 }
 
 #[tokio::test]
@@ -868,13 +833,7 @@ async fn auth_bad_requests_and_documents() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("missing field `profile`"),
-        "{body}"
-    );
+    assert_detail(&body, "missing field `profile`");
     let mut wrong = create_body("x", &profile());
     wrong["profile"]["runtime_port"] = json!("eighty");
     let body = problem(
@@ -883,10 +842,7 @@ async fn auth_bad_requests_and_documents() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("runtime_port"),
-        "{body}"
-    );
+    assert_detail(&body, "runtime_port");
     problem(
         b.post("/v1/sessions")
             .header("content-type", "application/json")
@@ -918,10 +874,7 @@ async fn auth_bad_requests_and_documents() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("session.id"),
-        "{body}"
-    );
+    assert_detail(&body, "session.id");
     let mut owner = create_body("ok1", &profile());
     owner["labels"]["bay.owner"] = json!("alice@example.com");
     let body = problem(
@@ -930,13 +883,7 @@ async fn auth_bad_requests_and_documents() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("alice@example.com"),
-        "{body}"
-    );
+    assert_detail(&body, "alice@example.com");
     let mut long = create_body(&"a".repeat(70), &profile());
     long["cargo"]["driver_ref"] = json!("cargo-long");
     let body = problem(
@@ -945,10 +892,7 @@ async fn auth_bad_requests_and_documents() {
         "invalid_request",
     )
     .await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("at most 63"),
-        "{body}"
-    );
+    assert_detail(&body, "at most 63");
     problem(
         b.get("/v1/sessions/Not_A_Pod/status").send().await.unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
