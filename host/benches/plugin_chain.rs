@@ -193,7 +193,7 @@ fn main() {
     let chain = engine.chain();
     for _ in 0..200 {
         chain
-            .shape(engine.runtime(), Hook::Pod, &wctx, pod.clone(), "bay")
+            .shape(engine.runtime(), &wctx, pod.clone(), "bay")
             .unwrap();
     }
     let mut wasm_times = Vec::with_capacity(n);
@@ -201,9 +201,7 @@ fn main() {
     for _ in 0..n {
         let p = pod.clone();
         let t = Instant::now();
-        let shaped = chain
-            .shape(engine.runtime(), Hook::Pod, &wctx, p, "bay")
-            .unwrap();
+        let shaped = chain.shape(engine.runtime(), &wctx, p, "bay").unwrap();
         wasm_times.push(t.elapsed());
         wasm_out = Some(shaped.object);
     }
@@ -235,6 +233,38 @@ fn main() {
         if i >= 200 {
             raw_times.push(t.elapsed());
         }
+    }
+
+    // Where the time goes: each plugin alone, and a pass-through plugin that
+    // neither parses nor serialises (instantiation plus copying the text in
+    // and out: the floor of any call).
+    let floor = engine
+        .runtime()
+        .load(
+            "pass-through",
+            &wasm("berth_fixture_hostile"),
+            None,
+            json!({ "mode": "pass" }).to_string(),
+            Limits::default(),
+        )
+        .unwrap();
+    for c in raw.iter().chain(std::iter::once(&floor)) {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..(n + 200) {
+            let t = Instant::now();
+            let (out, _) = engine.runtime().shape(c, Hook::Pod, &wctx, &text).unwrap();
+            std::hint::black_box(out.unwrap());
+            if i >= 200 {
+                times.push(t.elapsed());
+            }
+        }
+        let (p50, p99) = percentiles(times);
+        println!(
+            "  one call of {:<12} p50 {:>8.1} µs  p99 {:>8.1} µs",
+            c.name,
+            us(p50),
+            us(p99)
+        );
     }
 
     // The same policies, native, on the typed Pod.

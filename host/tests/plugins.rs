@@ -9,8 +9,7 @@ use std::sync::Arc;
 use berth::objects::{self, SessionRequest};
 use berth::plugin::runtime::SessionContext;
 use berth::plugin::{
-    Hook, LoadErrorKind, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime,
-    RuntimeOptions,
+    LoadErrorKind, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime, RuntimeOptions,
 };
 use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -48,9 +47,7 @@ fn shape(
     profile: &berth::model::Profile,
 ) -> Result<berth::plugin::Shaped<Pod>, PolicyError> {
     let (pod, ctx) = base(profile);
-    engine
-        .chain()
-        .shape(engine.runtime(), Hook::Pod, &ctx, pod, "bay")
+    engine.chain().shape(engine.runtime(), &ctx, pod, "bay")
 }
 
 #[test]
@@ -199,7 +196,7 @@ fn pvc_is_sized_from_the_cargo_and_bounded() {
     let ctx = objects::cargo_context(&config, "cargo-c1", &labels, 4096);
     let shaped = engine
         .chain()
-        .shape(engine.runtime(), Hook::Pvc, &ctx, pvc.clone(), "bay")
+        .shape(engine.runtime(), &ctx, pvc.clone(), "bay")
         .expect("shape");
     let size = &shaped
         .object
@@ -220,10 +217,7 @@ fn pvc_is_sized_from_the_cargo_and_bounded() {
     deny[2].settings["on_exceed"] = "deny".into();
     let engine = self::engine(&deny).expect("load");
     let ctx = objects::cargo_context(&config, "cargo-c1", &labels, 100 * 1024);
-    match engine
-        .chain()
-        .shape(engine.runtime(), Hook::Pvc, &ctx, pvc, "bay")
-    {
+    match engine.chain().shape(engine.runtime(), &ctx, pvc, "bay") {
         Err(PolicyError::Denied { plugin, message }) => {
             assert_eq!(plugin, "resources");
             assert!(
@@ -511,9 +505,7 @@ fn pvc_hook_identity_is_protected_too() {
     l.insert("bay.session_id".into(), "s1".into());
     let pvc: PersistentVolumeClaim = objects::cargo_pvc(&config, "cargo-c1", &l);
     let ctx = objects::cargo_context(&config, "cargo-c1", &l, 1024);
-    let r = engine
-        .chain()
-        .shape(engine.runtime(), Hook::Pvc, &ctx, pvc, "bay");
+    let r = engine.chain().shape(engine.runtime(), &ctx, pvc, "bay");
     assert!(matches!(
         r,
         Err(PolicyError::Plugin(PluginError::IdentityViolation { .. }))

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::model::{Cargo, Profile, Session};
 use crate::objects::{self, SessionRequest};
 use crate::plugin::runtime::SessionContext;
-use crate::plugin::{Hook, PolicyEngine, PolicyError, Shaped};
+use crate::plugin::{PolicyEngine, PolicyError, Shapeable, Shaped};
 use state::{ContainerState, SessionStatus, StartOutcome};
 
 /// Builds the Kubernetes client from Berth's config: the given kubeconfig,
@@ -144,17 +144,17 @@ impl Driver {
 
     /// Runs the policy chain on a blocking thread (plugin calls are CPU
     /// work), recording per-plugin latency and failures.
-    async fn shape<T>(&self, hook: Hook, ctx: SessionContext, object: T) -> Result<Shaped<T>>
+    async fn shape<T>(&self, ctx: SessionContext, object: T) -> Result<Shaped<T>>
     where
-        T: Serialize + serde::de::DeserializeOwned + Send + 'static,
+        T: Shapeable + Send + 'static,
     {
         let policy = self.policy.clone();
         let prefix = self.config.label_prefix.clone();
-        let span = tracing::info_span!("policy_chain", hook = ?hook, profile = %ctx.profile_id);
+        let span = tracing::info_span!("policy_chain", kind = T::KIND, profile = %ctx.profile_id);
         let result = tokio::task::spawn_blocking(move || {
             let _g = span.enter();
             let chain = policy.chain();
-            chain.shape(policy.runtime(), hook, &ctx, object, &prefix)
+            chain.shape(policy.runtime(), &ctx, object, &prefix)
         })
         .await
         .map_err(|e| Error::Internal(format!("policy task failed: {e}")))?;
@@ -188,7 +188,7 @@ impl Driver {
         };
         let plan = objects::plan(&self.config, &req)?;
         let pod = objects::session_pod(&self.config, &req, &plan);
-        self.shape(Hook::Pod, plan.context, pod).await
+        self.shape(plan.context, pod).await
     }
 
     /// The exact PVC `create_volume` would submit, after all plugins.
@@ -204,7 +204,7 @@ impl Driver {
             .map_err(|e| Error::InvalidRequest(format!("labels: {e}")))?;
         let pvc = objects::cargo_pvc(&self.config, name, labels);
         let ctx = objects::cargo_context(&self.config, name, labels, size_limit_mb);
-        self.shape(Hook::Pvc, ctx, pvc).await
+        self.shape(ctx, pvc).await
     }
 
     /// Builds, shapes and submits the session Pod. Does not wait.

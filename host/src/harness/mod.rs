@@ -162,13 +162,13 @@ pub fn run_chain(
         Hook::Pod => {
             let pod: k8s_openapi::api::core::v1::Pod =
                 serde_json::from_value(object.clone()).map_err(to_err)?;
-            let s = chain.shape(engine.runtime(), hook, ctx, pod, prefix)?;
+            let s = chain.shape(engine.runtime(), ctx, pod, prefix)?;
             Ok((serde_json::to_value(&s.object).map_err(to_err)?, s.diffs()))
         }
         Hook::Pvc => {
             let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim =
                 serde_json::from_value(object.clone()).map_err(to_err)?;
-            let s = chain.shape(engine.runtime(), hook, ctx, pvc, prefix)?;
+            let s = chain.shape(engine.runtime(), ctx, pvc, prefix)?;
             Ok((serde_json::to_value(&s.object).map_err(to_err)?, s.diffs()))
         }
     }

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::identity::Identity;
+use super::identity::Identified;
 use super::runtime::{Hook, LoadedComponent, Rejection, Runtime, SessionContext};
 use super::{PluginConfig, PluginError, PolicyError};
 
@@ -49,27 +50,126 @@ pub struct StepDiff {
     pub patch: json_patch::Patch,
 }
 
-/// An object after the chain, with who changed what. The object is kept as
-/// it was after every step, so diffs cost nothing unless someone asks.
+/// An object the chain shapes: which hook it goes through and what it is
+/// called in errors.
+pub trait Shapeable: Serialize + DeserializeOwned + Identified {
+    const HOOK: Hook;
+    const KIND: &'static str;
+}
+
+impl Shapeable for Pod {
+    const HOOK: Hook = Hook::Pod;
+    const KIND: &'static str = "Pod";
+}
+
+impl Shapeable for PersistentVolumeClaim {
+    const HOOK: Hook = Hook::Pvc;
+    const KIND: &'static str = "PersistentVolumeClaim";
+}
+
+/// An object after the chain, with who changed what. The JSON text before
+/// and after every step is kept, so diffs cost nothing unless someone asks.
 #[derive(Clone, Debug)]
 pub struct Shaped<T> {
     pub object: T,
     pub steps: Vec<Step>,
     /// snapshots[0] is the input, snapshots[i + 1] the output of steps[i].
-    snapshots: Vec<Value>,
+    snapshots: Vec<String>,
 }
 
 impl<T> Shaped<T> {
     pub fn diffs(&self) -> Vec<StepDiff> {
+        // Every snapshot parsed as a typed object once, so it is JSON.
+        let values: Vec<Value> = self
+            .snapshots
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
+            .collect();
         self.steps
             .iter()
-            .enumerate()
-            .map(|(i, s)| StepDiff {
+            .zip(values.windows(2))
+            .map(|(s, pair)| StepDiff {
                 plugin: s.plugin.clone(),
-                patch: json_patch::diff(&self.snapshots[i], &self.snapshots[i + 1]),
+                patch: json_patch::diff(&pair[0], &pair[1]),
             })
             .collect()
     }
+}
+
+/// What one step of a chain returns: the object's new JSON text or the
+/// plugin's rejection; `Err` when the plugin itself failed.
+pub type StepResult = Result<Result<String, Rejection>, PluginError>;
+
+/// Runs `steps` in order over `object` with the checks every plugin's output
+/// must pass: it parses as `T` and keeps its identity. Apart from how a step
+/// runs, this is the whole chain, so a benchmark can put native policies
+/// through exactly the same checks.
+pub fn run_steps<T, F>(
+    object: T,
+    label_prefix: &str,
+    steps: impl IntoIterator<Item = (String, F)>,
+) -> Result<Shaped<T>, PolicyError>
+where
+    T: Shapeable,
+    F: FnOnce(&str) -> StepResult,
+{
+    let identity = object.identity(label_prefix);
+    // The text handed to the next plugin is exactly what the last one
+    // returned: no re-serialisation between plugins.
+    let mut text = serde_json::to_string(&object)
+        .map_err(|e| PluginError::Engine(format!("cannot serialise {}: {e}", T::KIND)))?;
+    let mut snapshots = Vec::new();
+    let mut done = Vec::new();
+    let mut typed = object;
+    for (plugin, run) in steps {
+        let span = tracing::debug_span!("plugin", plugin = %plugin, kind = T::KIND);
+        let _g = span.enter();
+        let started = Instant::now();
+        let result = run(&text)?;
+        let duration = started.elapsed();
+        let out = match result {
+            Ok(out) => out,
+            Err(Rejection::Deny(message)) => {
+                return Err(PolicyError::Denied { plugin, message });
+            }
+            Err(Rejection::Error(message)) => {
+                return Err(PluginError::Reported { plugin, message }.into());
+            }
+        };
+        let next: T = parse_output(&plugin, &out)?;
+        if let Some(field) = identity.violation(&next.identity(label_prefix)) {
+            return Err(PluginError::IdentityViolation { plugin, field }.into());
+        }
+        tracing::debug!(us = duration.as_micros() as u64, "plugin applied");
+        done.push(Step { plugin, duration });
+        snapshots.push(std::mem::replace(&mut text, out));
+        typed = next;
+    }
+    snapshots.push(text);
+    Ok(Shaped {
+        object: typed,
+        steps: done,
+        snapshots,
+    })
+}
+
+/// One typed parse both validates a plugin's output and yields the object
+/// the next check and the driver need.
+fn parse_output<T: Shapeable>(plugin: &str, out: &str) -> Result<T, PluginError> {
+    serde_json::from_str(out).map_err(|e| {
+        let message = if e.is_syntax() || e.is_eof() {
+            format!("not JSON: {e}")
+        } else if !out.trim_start().starts_with('{') {
+            "not a JSON object".to_string()
+        } else {
+            e.to_string()
+        };
+        PluginError::InvalidOutput {
+            plugin: plugin.to_string(),
+            kind: T::KIND,
+            message,
+        }
+    })
 }
 
 /// Summary of a loaded plugin, for the API and the harness.
@@ -160,81 +260,27 @@ impl Chain {
             .collect()
     }
 
-    /// Runs every applicable plugin on `object`, in order. After each plugin
-    /// the result must still parse as `T` and keep its identity.
-    pub fn shape<T: Serialize + DeserializeOwned>(
+    /// Runs every applicable plugin on `object`, in order (see [`run_steps`]).
+    pub fn shape<T: Shapeable>(
         &self,
         runtime: &Runtime,
-        hook: Hook,
         ctx: &SessionContext,
         object: T,
         label_prefix: &str,
     ) -> Result<Shaped<T>, PolicyError> {
-        let kind = match hook {
-            Hook::Pod => "Pod",
-            Hook::Pvc => "PersistentVolumeClaim",
-        };
-        let input: Value = serde_json::to_value(&object)
-            .map_err(|e| PluginError::Engine(format!("cannot serialise {kind}: {e}")))?;
-        let identity = Identity::of(&input, label_prefix);
-        // The text handed to the next plugin is exactly what the last one
-        // returned: no re-serialisation between plugins.
-        let mut text = input.to_string();
-        let mut snapshots = vec![input];
-        let mut steps = Vec::new();
-        let mut typed = object;
-        for entry in self
+        let steps = self
             .entries
             .iter()
-            .filter(|e| e.applies(hook, &ctx.profile_id, &ctx.namespace))
-        {
-            let plugin = entry.component.name.to_string();
-            let span = tracing::debug_span!("plugin", plugin = %plugin, hook = ?hook);
-            let _g = span.enter();
-            let started = Instant::now();
-            let (result, _) = runtime.shape(&entry.component, hook, ctx, &text)?;
-            let duration = started.elapsed();
-            let out = match result {
-                Ok(out) => out,
-                Err(Rejection::Deny(message)) => {
-                    return Err(PolicyError::Denied { plugin, message });
-                }
-                Err(Rejection::Error(message)) => {
-                    return Err(PluginError::Reported { plugin, message }.into());
-                }
-            };
-            let next: Value =
-                serde_json::from_str(&out).map_err(|e| PluginError::InvalidOutput {
-                    plugin: plugin.clone(),
-                    kind,
-                    message: format!("not JSON: {e}"),
-                })?;
-            if !next.is_object() {
-                return Err(PluginError::InvalidOutput {
-                    plugin,
-                    kind,
-                    message: "not a JSON object".into(),
-                }
-                .into());
-            }
-            typed = T::deserialize(&next).map_err(|e| PluginError::InvalidOutput {
-                plugin: plugin.clone(),
-                kind,
-                message: e.to_string(),
-            })?;
-            if let Some(field) = identity.violation(&Identity::of(&next, label_prefix)) {
-                return Err(PluginError::IdentityViolation { plugin, field }.into());
-            }
-            tracing::debug!(us = duration.as_micros() as u64, "plugin applied");
-            steps.push(Step { plugin, duration });
-            snapshots.push(next);
-            text = out;
-        }
-        Ok(Shaped {
-            object: typed,
-            steps,
-            snapshots,
-        })
+            .filter(|e| e.applies(T::HOOK, &ctx.profile_id, &ctx.namespace))
+            .map(|e| {
+                let run = move |text: &str| {
+                    runtime
+                        .shape(&e.component, T::HOOK, ctx, text)
+                        .map(|(result, _)| result)
+                };
+                (e.component.name.to_string(), run)
+            });
+        run_steps(object, label_prefix, steps)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use chain::{Chain, PolicyEngine, Shaped, Step, StepDiff};
+pub use chain::{Chain, PolicyEngine, Shapeable, Shaped, Step, StepDiff, StepResult, run_steps};
 pub use runtime::{Hook, Limits, Runtime, RuntimeOptions};
 
 /// One plugin in the operator's configuration.
