@@ -17,7 +17,7 @@ pub const WORKSPACE_VOLUME: &str = "workspace";
 enum Field {
     Text(Option<String>),
     Keys(Vec<String>),
-    Volume(Option<Volume>),
+    Volume(Option<Box<Volume>>),
     Mount(VolumeMount),
 }
 
@@ -81,7 +81,7 @@ impl Identified for Pod {
         let workspace = spec
             .and_then(|s| s.volumes.as_ref())
             .and_then(|vs| vs.iter().find(|v| v.name == WORKSPACE_VOLUME))
-            .cloned();
+            .map(|v| Box::new(v.clone()));
         id.0.push((
             format!("spec.volumes[{WORKSPACE_VOLUME}]"),
             Field::Volume(workspace),
