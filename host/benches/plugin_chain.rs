@@ -13,7 +13,7 @@ use berth::config::Config;
 use berth::model::{Cargo, Profile, Session};
 use berth::objects::{self, SessionRequest};
 use berth::plugin::runtime::{Hook, Limits};
-use berth::plugin::{PluginConfig, PolicyEngine, Runtime, RuntimeOptions};
+use berth::plugin::{PluginConfig, PolicyEngine, Runtime, RuntimeOptions, run_steps};
 use berth_plugin_sdk::{Context, Pod, Policy, parse_settings};
 use serde_json::json;
 
@@ -122,13 +122,33 @@ fn realistic() -> (Pod, berth::plugin::runtime::SessionContext, Context) {
     (pod, plan.context, ctx)
 }
 
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    (v[v.len() / 2], v[(v.len() * 99) / 100])
+/// Latency percentiles of one variant, in microseconds.
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
 }
 
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
+impl Percentiles {
+    fn of(mut v: Vec<Duration>) -> Percentiles {
+        v.sort();
+        let at = |q: usize| v[(v.len() * q) / 100].as_secs_f64() * 1e6;
+        Percentiles {
+            p50: at(50),
+            p90: at(90),
+            p99: at(99),
+        }
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:>7.1} µs  p90 {:>7.1} µs  p99 {:>7.1} µs",
+            self.p50, self.p90, self.p99
+        )
+    }
 }
 
 fn main() {
@@ -191,55 +211,106 @@ fn main() {
     )
     .unwrap();
     let chain = engine.chain();
-    for _ in 0..200 {
-        chain
-            .shape(engine.runtime(), &wctx, pod.clone(), "bay")
-            .unwrap();
-    }
-    let mut wasm_times = Vec::with_capacity(n);
-    let mut wasm_out = None;
-    for _ in 0..n {
-        let p = pod.clone();
-        let t = Instant::now();
-        let shaped = chain.shape(engine.runtime(), &wctx, p, "bay").unwrap();
-        wasm_times.push(t.elapsed());
-        wasm_out = Some(shaped.object);
-    }
+    let rt = engine.runtime();
 
-    // The plugin calls alone: three fresh instances passing the JSON text
-    // along, without the host's per-step validation, identity check and diff.
+    // The same three policies, native: settings parsed once, as a native
+    // host would.
+    let [(_, _, rs), (_, _, ss), (_, _, qs)] = settings();
+    let rs: <berth_plugin_restricted::Restricted as Policy>::Settings =
+        parse_settings(&rs.to_string()).unwrap();
+    let ss: <berth_plugin_scheduling::Scheduling as Policy>::Settings =
+        parse_settings(&ss.to_string()).unwrap();
+    let qs: <berth_plugin_resources::Resources as Policy>::Settings =
+        parse_settings(&qs.to_string()).unwrap();
+    let shape_native = |step: usize, p: &mut Pod| match step {
+        0 => berth_plugin_restricted::Restricted::shape_pod(&rs, &nctx, p),
+        1 => berth_plugin_scheduling::Scheduling::shape_pod(&ss, &nctx, p),
+        _ => berth_plugin_resources::Resources::shape_pod(&qs, &nctx, p),
+    };
+    // (a) On the typed Pod, no boundary at all: the floor of the work itself.
+    let native_typed = |mut p: Pod| {
+        for step in 0..3 {
+            shape_native(step, &mut p).unwrap();
+        }
+        p
+    };
+    // (b) As plugins behind the same contract, through the very same chain
+    // code and checks, with only the sandbox taken away: JSON text in, typed
+    // Pod, JSON text out, per plugin, exactly what the SDK does in the guest.
+    let native_chain = |p: Pod| {
+        let steps = (0..3).map(|step| {
+            let run = move |text: &str| {
+                let mut q: Pod = serde_json::from_str(text).unwrap();
+                shape_native(step, &mut q).unwrap();
+                Ok(Ok(serde_json::to_string(&q).unwrap()))
+            };
+            (format!("native-{step}"), run)
+        });
+        run_steps(p, "bay", steps).unwrap()
+    };
+    // (c) The wasm calls alone: three fresh instances passing the JSON text
+    // along, without the chain's checks.
     let raw: Vec<_> = settings()
         .into_iter()
         .map(|(name, file, s)| {
-            engine
-                .runtime()
-                .load(name, &wasm(file), None, s.to_string(), Limits::default())
+            rt.load(name, &wasm(file), None, s.to_string(), Limits::default())
                 .unwrap()
         })
         .collect();
     let text = serde_json::to_string(&pod).unwrap();
-    let mut raw_times = Vec::with_capacity(n);
-    for i in 0..(n + 200) {
-        let t = Instant::now();
+    let raw_calls = || {
         let mut cur = text.clone();
         for c in &raw {
-            cur = engine
-                .runtime()
-                .shape(c, Hook::Pod, &wctx, &cur)
-                .unwrap()
-                .0
-                .unwrap();
+            cur = rt.shape(c, Hook::Pod, &wctx, &cur).unwrap().0.unwrap();
         }
-        if i >= 200 {
-            raw_times.push(t.elapsed());
+        cur
+    };
+
+    // Same transformation, or the comparison means nothing.
+    let wasm_out = chain.shape(rt, &wctx, pod.clone(), "bay").unwrap();
+    let typed_out = native_typed(pod.clone());
+    assert_eq!(
+        serde_json::to_value(&wasm_out.object).unwrap(),
+        serde_json::to_value(&typed_out).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(&native_chain(pod.clone()).object).unwrap(),
+        serde_json::to_value(&typed_out).unwrap()
+    );
+
+    // Variants take turns in blocks of 50 runs, so a noisy neighbour or a
+    // frequency change over the run hits all of them alike and the ratios
+    // stay honest. Each block starts with two unmeasured runs: a variant's
+    // caches are warm in a steady stream of sessions, and alternating run by
+    // run would measure each one cold after the others.
+    let variants: [&dyn Fn(Pod) -> Box<dyn std::any::Any>; 4] = [
+        &|p| Box::new(chain.shape(rt, &wctx, p, "bay").unwrap()),
+        &|p| Box::new(native_typed(p)),
+        &|p| Box::new(native_chain(p)),
+        &|_| Box::new(raw_calls()),
+    ];
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    const BLOCK: usize = 50;
+    for _ in 0..n.div_ceil(BLOCK) {
+        for (v, run) in variants.iter().enumerate() {
+            for i in 0..BLOCK + 2 {
+                let input = pod.clone();
+                let t = Instant::now();
+                let out = run(input);
+                let d = t.elapsed();
+                drop(std::hint::black_box(out));
+                if i >= 2 {
+                    times[v].push(d);
+                }
+            }
         }
     }
+    let [t_wasm, t_typed, t_native, t_raw] = times;
 
     // Where the time goes: each plugin alone, and a pass-through plugin that
     // neither parses nor serialises (instantiation plus copying the text in
     // and out: the floor of any call).
-    let floor = engine
-        .runtime()
+    let floor = rt
         .load(
             "pass-through",
             &wasm("berth_fixture_hostile"),
@@ -252,113 +323,39 @@ fn main() {
         let mut times = Vec::with_capacity(n);
         for i in 0..(n + 200) {
             let t = Instant::now();
-            let (out, _) = engine.runtime().shape(c, Hook::Pod, &wctx, &text).unwrap();
-            std::hint::black_box(out.unwrap());
+            let (out, _) = rt.shape(c, Hook::Pod, &wctx, &text).unwrap();
+            let d = t.elapsed();
+            drop(std::hint::black_box(out.unwrap()));
             if i >= 200 {
-                times.push(t.elapsed());
+                times.push(d);
             }
         }
-        let (p50, p99) = percentiles(times);
-        println!(
-            "  one call of {:<12} p50 {:>8.1} µs  p99 {:>8.1} µs",
-            c.name,
-            us(p50),
-            us(p99)
-        );
+        let p = Percentiles::of(times);
+        println!("  one call of {:<12} {p}", c.name);
     }
 
-    // The same policies, native, on the typed Pod.
-    let [(_, _, rs), (_, _, ss), (_, _, qs)] = settings();
-    let rs: <berth_plugin_restricted::Restricted as Policy>::Settings =
-        parse_settings(&rs.to_string()).unwrap();
-    let ss: <berth_plugin_scheduling::Scheduling as Policy>::Settings =
-        parse_settings(&ss.to_string()).unwrap();
-    let qs: <berth_plugin_resources::Resources as Policy>::Settings =
-        parse_settings(&qs.to_string()).unwrap();
-    let native = |mut p: Pod| {
-        berth_plugin_restricted::Restricted::shape_pod(&rs, &nctx, &mut p).unwrap();
-        berth_plugin_scheduling::Scheduling::shape_pod(&ss, &nctx, &mut p).unwrap();
-        berth_plugin_resources::Resources::shape_pod(&qs, &nctx, &mut p).unwrap();
-        p
-    };
-    let mut native_times = Vec::with_capacity(n);
-    let mut native_out = None;
-    for _ in 0..200 {
-        std::hint::black_box(native(pod.clone()));
-    }
-    for _ in 0..n {
-        let p = pod.clone();
-        let t = Instant::now();
-        let out = native(p);
-        native_times.push(t.elapsed());
-        native_out = Some(out);
-    }
-    // Same transformation, or the comparison means nothing.
-    assert_eq!(
-        serde_json::to_value(wasm_out.unwrap()).unwrap(),
-        serde_json::to_value(native_out.unwrap()).unwrap()
-    );
-
-    // Native with the JSON round trip the host boundary needs (serialise,
-    // parse, shape, serialise, parse) per plugin: the honest floor for any
-    // design that passes full-fidelity objects.
-    let json_native = |p: Pod| {
-        let mut v = p;
-        for step in 0..3 {
-            let text = serde_json::to_string(&v).unwrap();
-            let mut q: Pod = serde_json::from_str(&text).unwrap();
-            match step {
-                0 => berth_plugin_restricted::Restricted::shape_pod(&rs, &nctx, &mut q).unwrap(),
-                1 => berth_plugin_scheduling::Scheduling::shape_pod(&ss, &nctx, &mut q).unwrap(),
-                _ => berth_plugin_resources::Resources::shape_pod(&qs, &nctx, &mut q).unwrap(),
-            }
-            let back = serde_json::to_string(&q).unwrap();
-            v = serde_json::from_str(&back).unwrap();
-        }
-        v
-    };
-    let mut json_times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let p = pod.clone();
-        let t = Instant::now();
-        std::hint::black_box(json_native(p));
-        json_times.push(t.elapsed());
-    }
-
-    let (wp50, wp99) = percentiles(wasm_times);
-    let (np50, np99) = percentiles(native_times);
-    let (jp50, jp99) = percentiles(json_times);
-    let (rp50, rp99) = percentiles(raw_times);
-    println!("calls per variant: {n}");
+    let wasm = Percentiles::of(t_wasm);
+    let typed = Percentiles::of(t_typed);
+    let native = Percentiles::of(t_native);
+    let raw = Percentiles::of(t_raw);
+    println!("calls per variant: {n}, interleaved");
+    println!("native policies on the typed Pod      {typed}");
+    println!("native plugins through the same chain {native}");
+    println!("wasm plugins, fresh instance per call {wasm}");
+    println!("  of which the wasm calls alone       {raw}");
     println!(
-        "native typed (baseline)     p50 {:>8.1} µs  p99 {:>8.1} µs",
-        us(np50),
-        us(np99)
+        "wasm chain / native chain:  p50 {:.2}x  p99 {:.2}x   (the cost of the sandbox)",
+        wasm.p50 / native.p50,
+        wasm.p99 / native.p99
     );
     println!(
-        "native + JSON boundary      p50 {:>8.1} µs  p99 {:>8.1} µs  ({:.1}x / {:.1}x baseline)",
-        us(jp50),
-        us(jp99),
-        us(jp50) / us(np50),
-        us(jp99) / us(np99)
-    );
-    println!(
-        "wasm chain, fresh instances p50 {:>8.1} µs  p99 {:>8.1} µs  ({:.1}x / {:.1}x baseline; {:.2}x / {:.2}x native+JSON)",
-        us(wp50),
-        us(wp99),
-        us(wp50) / us(np50),
-        us(wp99) / us(np99),
-        us(wp50) / us(jp50),
-        us(wp99) / us(jp99)
-    );
-    println!(
-        "wasm calls only (no checks) p50 {:>8.1} µs  p99 {:>8.1} µs",
-        us(rp50),
-        us(rp99)
+        "wasm chain / native typed:  p50 {:.0}x  p99 {:.0}x   (the cost of sandbox plus JSON boundary)",
+        wasm.p50 / typed.p50,
+        wasm.p99 / typed.p99
     );
     println!(
         "wasm chain throughput: {:.0} Pods/s on one thread",
-        1e6 / us(wp50)
+        1e6 / wasm.p50
     );
 }
 

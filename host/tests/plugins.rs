@@ -307,6 +307,42 @@ fn invalid_output_is_rejected_with_the_reason() {
 }
 
 #[test]
+fn an_invalid_object_is_blamed_on_the_plugin_that_produced_it() {
+    // Between plugins the host reads only JSON and identity; the typed parse
+    // comes at the end of the chain, or when anything fails. Either way the
+    // plugin that broke the object is named, not the one that tripped on it.
+    let alone = hostile_error("wrong-type");
+    assert!(
+        matches!(&alone, PluginError::InvalidOutput { kind: "Pod", message, .. } if message.contains("invalid type: integer `5`")),
+        "{alone}"
+    );
+    for next in ["pass", "deny", "error", "trap"] {
+        let engine = engine(&[hostile("wrong-type"), hostile(next)]).expect("load");
+        match shape(&engine, &profile()) {
+            Err(PolicyError::Plugin(PluginError::InvalidOutput {
+                plugin, message, ..
+            })) => {
+                assert_eq!(plugin, "hostile-wrong-type", "then {next}");
+                assert!(message.contains("invalid type: integer `5`"), "{message}");
+            }
+            other => panic!(
+                "then {next}: expected the first plugin's invalid output, got {:?}",
+                other.map(|s| s.steps.len())
+            ),
+        }
+    }
+    // A valid object before a failing plugin leaves the blame where it is.
+    let engine = engine(&[hostile("pass"), hostile("error")]).expect("load");
+    let e = shape(&engine, &profile())
+        .map(|s| s.steps.len())
+        .unwrap_err();
+    assert!(
+        matches!(&e, PolicyError::Plugin(PluginError::Reported { plugin, .. }) if plugin == "hostile-error"),
+        "{e}"
+    );
+}
+
+#[test]
 fn identity_fields_are_protected() {
     for (mode, field) in [
         ("rename", "metadata.name"),

@@ -93,7 +93,7 @@ pub fn new_plugin(dir: &Path, name: &str, sdk: &Path) -> Result<std::path::PathB
         ("tests/suite.yaml", SUITE.replace("__PLUGIN__", name).replace("__CRATE__", &krate)),
         (
             ".cargo/config.toml",
-            "# Each call gets a fresh instance: a small stack keeps instances cheap.\n[target.wasm32-wasip2]\nrustflags = [\"-C\", \"link-arg=-zstack-size=131072\"]\n".into(),
+            "# Each call gets a fresh instance: a small stack and enough initial memory\n# that a call never grows it keep instances cheap.\n[target.wasm32-wasip2]\nrustflags = [\"-C\", \"link-arg=-zstack-size=131072\", \"-C\", \"link-arg=--initial-memory=524288\"]\n".into(),
         ),
         (
             "README.md",

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::identity::Identified;
+use super::identity::{Identity, IdentityKind};
 use super::runtime::{Hook, LoadedComponent, Rejection, Runtime, SessionContext};
 use super::{PluginConfig, PluginError, PolicyError};
 
@@ -50,21 +50,24 @@ pub struct StepDiff {
     pub patch: json_patch::Patch,
 }
 
-/// An object the chain shapes: which hook it goes through and what it is
-/// called in errors.
-pub trait Shapeable: Serialize + DeserializeOwned + Identified {
+/// An object the chain shapes: which hook it goes through, what it is
+/// called in errors, and which identity it carries.
+pub trait Shapeable: Serialize + DeserializeOwned {
     const HOOK: Hook;
     const KIND: &'static str;
+    const IDENTITY: IdentityKind;
 }
 
 impl Shapeable for Pod {
     const HOOK: Hook = Hook::Pod;
     const KIND: &'static str = "Pod";
+    const IDENTITY: IdentityKind = IdentityKind::Pod;
 }
 
 impl Shapeable for PersistentVolumeClaim {
     const HOOK: Hook = Hook::Pvc;
     const KIND: &'static str = "PersistentVolumeClaim";
+    const IDENTITY: IdentityKind = IdentityKind::Metadata;
 }
 
 /// An object after the chain, with who changed what. The JSON text before
@@ -100,10 +103,17 @@ impl<T> Shaped<T> {
 /// plugin's rejection; `Err` when the plugin itself failed.
 pub type StepResult = Result<Result<String, Rejection>, PluginError>;
 
-/// Runs `steps` in order over `object` with the checks every plugin's output
-/// must pass: it parses as `T` and keeps its identity. Apart from how a step
-/// runs, this is the whole chain, so a benchmark can put native policies
-/// through exactly the same checks.
+/// Runs `steps` in order over `object`. Apart from how a step runs, this is
+/// the whole chain, so a benchmark can put native policies through exactly
+/// the same checks.
+///
+/// After every step the output must be JSON whose identity is unchanged; the
+/// object that leaves the chain must parse as `T`. Building the typed object
+/// once, at the end, rather than after every plugin is what keeps the checks
+/// cheap. An intermediate output that is not a valid `T` is still caught and
+/// blamed on the plugin that produced it: whenever the chain fails, every
+/// earlier output is parsed as `T` and the first invalid one is the error,
+/// since everything after it was working on a broken object.
 pub fn run_steps<T, F>(
     object: T,
     label_prefix: &str,
@@ -113,48 +123,94 @@ where
     T: Shapeable,
     F: FnOnce(&str) -> StepResult,
 {
-    let identity = object.identity(label_prefix);
     // The text handed to the next plugin is exactly what the last one
     // returned: no re-serialisation between plugins.
     let mut text = serde_json::to_string(&object)
         .map_err(|e| PluginError::Engine(format!("cannot serialise {}: {e}", T::KIND)))?;
+    let identity = Identity::read(&text, T::IDENTITY, label_prefix)
+        .map_err(|e| PluginError::Engine(format!("cannot read identity of {}: {e}", T::KIND)))?;
+    let mut input = Some(object);
     let mut snapshots = Vec::new();
-    let mut done = Vec::new();
-    let mut typed = object;
+    let mut done: Vec<Step> = Vec::new();
     for (plugin, run) in steps {
         let span = tracing::debug_span!("plugin", plugin = %plugin, kind = T::KIND);
         let _g = span.enter();
         let started = Instant::now();
-        let result = run(&text)?;
+        let result = run(&text);
         let duration = started.elapsed();
+        let fail = |e: PolicyError| first_invalid::<T>(&done, &snapshots, &text).unwrap_or(e);
         let out = match result {
-            Ok(out) => out,
-            Err(Rejection::Deny(message)) => {
-                return Err(PolicyError::Denied { plugin, message });
+            Ok(Ok(out)) => out,
+            Ok(Err(Rejection::Deny(message))) => {
+                return Err(fail(PolicyError::Denied { plugin, message }));
             }
-            Err(Rejection::Error(message)) => {
-                return Err(PluginError::Reported { plugin, message }.into());
+            Ok(Err(Rejection::Error(message))) => {
+                return Err(fail(PluginError::Reported { plugin, message }.into()));
+            }
+            Err(e) => return Err(fail(e.into())),
+        };
+        let after = match Identity::read(&out, T::IDENTITY, label_prefix) {
+            Ok(after) => after,
+            Err(e) => {
+                let err = parse_output::<T>(&plugin, &out).err().unwrap_or_else(|| {
+                    PluginError::InvalidOutput {
+                        plugin: plugin.clone(),
+                        kind: T::KIND,
+                        message: e.to_string(),
+                    }
+                });
+                return Err(fail(err.into()));
             }
         };
-        let next: T = parse_output(&plugin, &out)?;
-        if let Some(field) = identity.violation(&next.identity(label_prefix)) {
-            return Err(PluginError::IdentityViolation { plugin, field }.into());
+        if let Some(field) = identity.violation(&after) {
+            return Err(fail(
+                PluginError::IdentityViolation { plugin, field }.into(),
+            ));
         }
         tracing::debug!(us = duration.as_micros() as u64, "plugin applied");
         done.push(Step { plugin, duration });
         snapshots.push(std::mem::replace(&mut text, out));
-        typed = next;
+        input = None;
     }
+    let object = match input {
+        Some(unchanged) => unchanged,
+        None => match serde_json::from_str(&text) {
+            Ok(object) => object,
+            Err(e) => {
+                return Err(
+                    first_invalid::<T>(&done, &snapshots, &text).unwrap_or_else(|| {
+                        PluginError::Engine(format!("{} left the chain invalid: {e}", T::KIND))
+                            .into()
+                    }),
+                );
+            }
+        },
+    };
     snapshots.push(text);
     Ok(Shaped {
-        object: typed,
+        object,
         steps: done,
         snapshots,
     })
 }
 
-/// One typed parse both validates a plugin's output and yields the object
-/// the next check and the driver need.
+/// The first step whose output is not a valid `T`, as that step's error.
+/// `snapshots[i + 1]` (or `last` for the newest step) is the output of
+/// `done[i]`.
+fn first_invalid<T: Shapeable>(
+    done: &[Step],
+    snapshots: &[String],
+    last: &str,
+) -> Option<PolicyError> {
+    done.iter().enumerate().find_map(|(i, step)| {
+        let out = snapshots.get(i + 1).map(String::as_str).unwrap_or(last);
+        parse_output::<T>(&step.plugin, out)
+            .err()
+            .map(PolicyError::from)
+    })
+}
+
+/// Parses a plugin's output as `T`, saying what is wrong with it if it is not.
 fn parse_output<T: Shapeable>(plugin: &str, out: &str) -> Result<T, PluginError> {
     serde_json::from_str(out).map_err(|e| {
         let message = if e.is_syntax() || e.is_eof() {

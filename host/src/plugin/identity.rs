@@ -1,14 +1,18 @@
 //! What no plugin may change: the fields that make an object Berth's.
 //! Name, namespace, Berth's managed labels, and for Pods the cargo workspace
 //! volume and every mount of it. (Kind and apiVersion are enforced by the
-//! typed parse of every plugin's output.)
+//! typed parse of the object that leaves the chain.)
 //!
-//! Identity is read from the typed object the host parses anyway after each
-//! plugin, so checking it costs a few clones rather than another pass over
-//! the JSON.
+//! Identity is read straight from a plugin's JSON output through a narrow
+//! view that skips everything else: a fraction of the cost of building the
+//! whole typed object after every plugin.
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Volume, VolumeMount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Volume, VolumeMount};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Name of the volume that carries the cargo in every session Pod.
 pub const WORKSPACE_VOLUME: &str = "workspace";
@@ -18,7 +22,7 @@ enum Field {
     Text(Option<String>),
     Keys(Vec<String>),
     Volume(Option<Box<Volume>>),
-    Mount(VolumeMount),
+    Mount(Box<VolumeMount>),
 }
 
 /// A snapshot of the identity fields of one object, compared field by field
@@ -26,39 +30,184 @@ enum Field {
 #[derive(Debug, PartialEq)]
 pub struct Identity(Vec<(String, Field)>);
 
-/// An object whose identity the chain protects.
-pub trait Identified {
-    fn identity(&self, label_prefix: &str) -> Identity;
+// The views accept whatever the typed k8s-openapi objects accept (every
+// field optional, nulls as absent, unknown keys ignored), so they never
+// reject an object the typed parse would take. Strings are borrowed from the
+// text where JSON allows it, and only the workspace volume is parsed whole.
+#[derive(Deserialize)]
+struct MetaView<'a> {
+    #[serde(borrow)]
+    name: Option<Text<'a>>,
+    #[serde(borrow)]
+    namespace: Option<Text<'a>>,
+    #[serde(borrow)]
+    labels: Option<BTreeMap<Text<'a>, Text<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ObjectView<'a> {
+    #[serde(borrow)]
+    metadata: Option<MetaView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PodView<'a> {
+    #[serde(borrow)]
+    metadata: Option<MetaView<'a>>,
+    #[serde(borrow)]
+    spec: Option<SpecView<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecView<'a> {
+    #[serde(borrow)]
+    volumes: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    containers: Option<Vec<ContainerView<'a>>>,
+    #[serde(borrow)]
+    init_containers: Option<Vec<ContainerView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    name: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerView<'a> {
+    #[serde(borrow)]
+    name: Option<Text<'a>>,
+    #[serde(borrow)]
+    volume_mounts: Option<Vec<&'a RawValue>>,
+}
+
+/// A JSON string, borrowed unless it had escapes to undo.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+fn text(t: Option<Text>) -> Option<String> {
+    t.map(|t| t.0.into_owned())
+}
+
+/// The element of `list` named `name`, parsed as `T`.
+fn find_named<T: serde::de::DeserializeOwned>(
+    list: Option<Vec<&RawValue>>,
+) -> Result<Option<T>, serde_json::Error> {
+    for raw in list.into_iter().flatten() {
+        let named: Named = serde_json::from_str(raw.get())?;
+        if named.name.as_ref().is_some_and(|n| n.0 == WORKSPACE_VOLUME) {
+            return serde_json::from_str(raw.get()).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Which identity an object has: Pods also carry the workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityKind {
+    Pod,
+    Metadata,
 }
 
 impl Identity {
-    fn of_meta(meta: &ObjectMeta, label_prefix: &str) -> Identity {
+    /// Reads the identity of the object in `text`. Fails only on text the
+    /// typed parse would refuse too.
+    pub fn read(
+        text: &str,
+        kind: IdentityKind,
+        label_prefix: &str,
+    ) -> Result<Identity, serde_json::Error> {
+        match kind {
+            IdentityKind::Metadata => {
+                let v: ObjectView = serde_json::from_str(text)?;
+                Ok(Identity::of_meta(v.metadata, label_prefix))
+            }
+            IdentityKind::Pod => {
+                let v: PodView = serde_json::from_str(text)?;
+                let mut id = Identity::of_meta(v.metadata, label_prefix);
+                id.add_workspace(v.spec)?;
+                Ok(id)
+            }
+        }
+    }
+
+    fn of_meta(meta: Option<MetaView>, label_prefix: &str) -> Identity {
+        let (name, namespace, labels) = match meta {
+            Some(m) => (m.name, m.namespace, m.labels.unwrap_or_default()),
+            None => (None, None, BTreeMap::new()),
+        };
         let mut fields = vec![
-            ("metadata.name".to_string(), Field::Text(meta.name.clone())),
+            ("metadata.name".to_string(), Field::Text(text(name))),
             (
                 "metadata.namespace".to_string(),
-                Field::Text(meta.namespace.clone()),
+                Field::Text(text(namespace)),
             ),
         ];
         let prefix = format!("{label_prefix}.");
         // BTreeMap iteration is sorted, so the key list compares as a set.
-        let managed: Vec<(&String, &String)> = meta
-            .labels
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with(&prefix))
+        let managed: Vec<(Text, Text)> = labels
+            .into_iter()
+            .filter(|(k, _)| k.0.starts_with(&prefix))
             .collect();
         fields.push((
             "managed label set".to_string(),
-            Field::Keys(managed.iter().map(|(k, _)| (*k).clone()).collect()),
+            Field::Keys(managed.iter().map(|(k, _)| k.0.to_string()).collect()),
         ));
         fields.extend(managed.into_iter().map(|(k, v)| {
             (
-                format!("metadata.labels[{k}]"),
-                Field::Text(Some(v.clone())),
+                format!("metadata.labels[{}]", k.0),
+                Field::Text(Some(v.0.into_owned())),
             )
         }));
         Identity(fields)
+    }
+
+    fn add_workspace(&mut self, spec: Option<SpecView>) -> Result<(), serde_json::Error> {
+        let (volumes, containers, init) = match spec {
+            Some(s) => (s.volumes, s.containers, s.init_containers),
+            None => (None, None, None),
+        };
+        // Compared as typed objects, so key order and explicit nulls do not
+        // count as changes.
+        let workspace: Option<Volume> = find_named(volumes)?;
+        self.0.push((
+            format!("spec.volumes[{WORKSPACE_VOLUME}]"),
+            Field::Volume(workspace.map(Box::new)),
+        ));
+        for (list, containers) in [("containers", containers), ("initContainers", init)] {
+            for c in containers.into_iter().flatten() {
+                if let Some(m) = find_named::<VolumeMount>(c.volume_mounts)? {
+                    let name = c.name.as_ref().map(|n| &*n.0).unwrap_or("?");
+                    self.0.push((
+                        format!("spec.{list}[{name}].volumeMounts[{WORKSPACE_VOLUME}]"),
+                        Field::Mount(Box::new(m)),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The first field that differs in `after`, by name. Containers that
@@ -74,50 +223,6 @@ impl Identity {
     }
 }
 
-impl Identified for Pod {
-    fn identity(&self, label_prefix: &str) -> Identity {
-        let mut id = Identity::of_meta(&self.metadata, label_prefix);
-        let spec = self.spec.as_ref();
-        let workspace = spec
-            .and_then(|s| s.volumes.as_ref())
-            .and_then(|vs| vs.iter().find(|v| v.name == WORKSPACE_VOLUME))
-            .map(|v| Box::new(v.clone()));
-        id.0.push((
-            format!("spec.volumes[{WORKSPACE_VOLUME}]"),
-            Field::Volume(workspace),
-        ));
-        let lists = [
-            ("containers", spec.map(|s| s.containers.as_slice())),
-            (
-                "initContainers",
-                spec.and_then(|s| s.init_containers.as_deref()),
-            ),
-        ];
-        for (list, containers) in lists {
-            for c in containers.into_iter().flatten() {
-                let mount = c
-                    .volume_mounts
-                    .iter()
-                    .flatten()
-                    .find(|m| m.name == WORKSPACE_VOLUME);
-                if let Some(m) = mount {
-                    id.0.push((
-                        format!("spec.{list}[{}].volumeMounts[{WORKSPACE_VOLUME}]", c.name),
-                        Field::Mount(m.clone()),
-                    ));
-                }
-            }
-        }
-        id
-    }
-}
-
-impl Identified for PersistentVolumeClaim {
-    fn identity(&self, label_prefix: &str) -> Identity {
-        Identity::of_meta(&self.metadata, label_prefix)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,9 +235,7 @@ mod tests {
     }
 
     fn id(v: &Value) -> Identity {
-        serde_json::from_value::<Pod>(v.clone())
-            .unwrap()
-            .identity("bay")
+        Identity::read(&v.to_string(), IdentityKind::Pod, "bay").unwrap()
     }
 
     #[test]
@@ -141,11 +244,25 @@ mod tests {
         let mut after = before.clone();
         after["metadata"]["labels"]["other"] = json!("y");
         after["spec"]["nodeSelector"] = json!({"a": "b"});
+        // Same workspace volume, other key order and an explicit null.
+        after["spec"]["volumes"][0] =
+            json!({"persistentVolumeClaim":{"claimName":"c"},"emptyDir":null,"name":"workspace"});
         after["spec"]["containers"][0]["volumeMounts"]
             .as_array_mut()
             .unwrap()
             .push(json!({"name": "shm", "mountPath": "/dev/shm"}));
         assert_eq!(id(&before).violation(&id(&after)), None);
+    }
+
+    #[test]
+    fn escaped_strings_read_as_what_they_encode() {
+        let plain = pod().to_string();
+        let escaped = plain
+            .replace("\"bay.session_id\"", "\"\\u0062ay.session_id\"")
+            .replace("\"name\":\"p\"", "\"name\":\"\\u0070\"");
+        assert_ne!(plain, escaped);
+        let read = |t: &str| Identity::read(t, IdentityKind::Pod, "bay").unwrap();
+        assert_eq!(read(&plain).violation(&read(&escaped)), None);
     }
 
     #[test]
@@ -201,23 +318,14 @@ mod tests {
 
     #[test]
     fn pvc_identity_is_its_metadata() {
-        let pvc = |name: &str| -> PersistentVolumeClaim {
-            serde_json::from_value(
-                json!({"metadata": {"name": name, "labels": {"bay.cargo_id": "c"}}}),
-            )
-            .unwrap()
+        // A PVC's spec is not read: keys a Pod would have mean nothing there.
+        let pvc = |name: &str| {
+            let text = json!({"metadata": {"name": name, "labels": {"bay.cargo_id": "c"}}, "spec": {"containers": 5}});
+            Identity::read(&text.to_string(), IdentityKind::Metadata, "bay").unwrap()
         };
+        assert_eq!(pvc("a").violation(&pvc("a")), None);
         assert_eq!(
-            pvc("a")
-                .identity("bay")
-                .violation(&pvc("a").identity("bay")),
-            None
-        );
-        assert_eq!(
-            pvc("a")
-                .identity("bay")
-                .violation(&pvc("b").identity("bay"))
-                .as_deref(),
+            pvc("a").violation(&pvc("b")).as_deref(),
             Some("metadata.name")
         );
     }

@@ -75,10 +75,23 @@ pub struct Context {
     pub profile_id: String,
     pub namespace: String,
     pub runtime_port: u16,
-    /// The profile's container specs, as Bay sent them.
-    pub containers: Vec<serde_json::Value>,
+    /// The profile's container specs as Bay sent them, as JSON text; see
+    /// [`Context::containers`].
+    pub containers_json: String,
     pub cargo_size_limit_mb: u64,
     pub labels: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// The profile's container specs, as Bay sent them. Parsed on demand:
+    /// most policies never look, and every call starts a fresh instance.
+    pub fn containers(&self) -> Result<Vec<serde_json::Value>, Rejection> {
+        if self.containers_json.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&self.containers_json)
+            .map_err(|e| Rejection::Error(format!("host sent invalid container specs: {e}")))
+    }
 }
 
 /// Why a plugin returns no object.
@@ -185,25 +198,18 @@ pub mod __private {
         P::validate(&s)
     }
 
-    fn context(ctx: t::SessionContext) -> Result<Context, t::Rejection> {
-        let containers = if ctx.containers.trim().is_empty() {
-            Vec::new()
-        } else {
-            serde_json::from_str(&ctx.containers).map_err(|e| {
-                t::Rejection::Error(format!("host sent invalid container specs: {e}"))
-            })?
-        };
-        Ok(Context {
+    fn context(ctx: t::SessionContext) -> Context {
+        Context {
             session_id: ctx.session_id,
             sandbox_id: ctx.sandbox_id,
             cargo_id: ctx.cargo_id,
             profile_id: ctx.profile_id,
             namespace: ctx.namespace,
             runtime_port: ctx.runtime_port,
-            containers,
+            containers_json: ctx.containers,
             cargo_size_limit_mb: ctx.cargo_size_limit_mb,
             labels: ctx.labels.into_iter().collect(),
-        })
+        }
     }
 
     fn rejection(r: Rejection) -> t::Rejection {
@@ -220,13 +226,21 @@ pub mod __private {
         f: impl FnOnce(&P::Settings, &Context, &mut O) -> Result<(), Rejection>,
     ) -> Result<String, t::Rejection> {
         let settings: P::Settings = parse_settings(&settings).map_err(t::Rejection::Error)?;
-        let ctx = context(ctx)?;
+        let ctx = context(ctx);
         let mut obj: O = serde_json::from_str(&object).map_err(|e| {
             t::Rejection::Error(format!("host sent an object this plugin cannot read: {e}"))
         })?;
         f(&settings, &ctx, &mut obj).map_err(rejection)?;
-        serde_json::to_string(&obj)
-            .map_err(|e| t::Rejection::Error(format!("cannot serialise result: {e}")))
+        // Policies rarely grow an object by much: one allocation up front
+        // instead of a doubling series of copies.
+        let mut out = Vec::with_capacity(object.len() + object.len() / 2);
+        serde_json::to_writer(&mut out, &obj)
+            .map_err(|e| t::Rejection::Error(format!("cannot serialise result: {e}")))?;
+        // The instance is thrown away after this call, memory and all:
+        // running destructors over the object graph would be wasted work.
+        std::mem::forget((obj, ctx, settings, object));
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).map_err(|e| t::Rejection::Error(e.to_string()))
     }
 
     pub fn shape_pod<P: Policy>(
@@ -285,4 +299,38 @@ macro_rules! export_policy {
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin!(__BerthPluginExport with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_specs_parse_on_demand() {
+        let mut ctx = Context::default();
+        assert_eq!(ctx.containers(), Ok(Vec::new()));
+        ctx.containers_json = r#"[{"name":"ship","runtime_port":8123}]"#.into();
+        let specs = ctx.containers().unwrap();
+        assert_eq!(specs[0]["runtime_port"], 8123);
+        ctx.containers_json = "[{".into();
+        assert!(
+            matches!(ctx.containers(), Err(Rejection::Error(m)) if m.starts_with("host sent invalid container specs"))
+        );
+    }
+
+    #[test]
+    fn settings_default_when_empty_and_reject_junk() {
+        #[derive(Default, serde::Deserialize, PartialEq, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct S {
+            n: u32,
+        }
+        assert_eq!(parse_settings::<S>(" null "), Ok(S::default()));
+        assert_eq!(parse_settings::<S>(r#"{"n": 3}"#), Ok(S { n: 3 }));
+        assert!(
+            parse_settings::<S>(r#"{"m": 3}"#)
+                .unwrap_err()
+                .contains("unknown field")
+        );
+    }
 }
