@@ -256,10 +256,14 @@ fn endless_loops_hit_the_deadline() {
     let mut cfg = hostile("loop");
     cfg.deadline_ms = 50;
     let engine = engine(&[cfg, hostile("pass")]).expect("load");
+    let started = std::time::Instant::now();
     match shape(&engine, &profile()) {
         Err(PolicyError::Plugin(PluginError::Timeout { plugin, deadline })) => {
             assert_eq!(plugin, "hostile-loop");
             assert_eq!(deadline.as_millis(), 50);
+            // Ticks are a tenth of the deadline: the plugin gets its time
+            // (give or take one tick), not a premature cut.
+            assert!(started.elapsed() >= std::time::Duration::from_millis(45));
         }
         other => panic!("expected a timeout, got {:?}", other.map(|s| s.steps.len())),
     }
