@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::identity::{Identity, IdentityKind};
+use super::identity::{Guard, IdentityKind};
 use super::runtime::{Hook, LoadedComponent, Rejection, Runtime, SessionContext};
 use super::{PluginConfig, PluginError, PolicyError};
 
@@ -127,7 +127,7 @@ where
     // returned: no re-serialisation between plugins.
     let mut text = serde_json::to_string(&object)
         .map_err(|e| PluginError::Engine(format!("cannot serialise {}: {e}", T::KIND)))?;
-    let identity = Identity::read(&text, T::IDENTITY, label_prefix)
+    let guard = Guard::new(&text, T::IDENTITY, label_prefix)
         .map_err(|e| PluginError::Engine(format!("cannot read identity of {}: {e}", T::KIND)))?;
     let mut input = Some(object);
     let mut snapshots = Vec::new();
@@ -149,8 +149,13 @@ where
             }
             Err(e) => return Err(fail(e.into())),
         };
-        let after = match Identity::read(&out, T::IDENTITY, label_prefix) {
-            Ok(after) => after,
+        match guard.check(&out) {
+            Ok(None) => {}
+            Ok(Some(field)) => {
+                return Err(fail(
+                    PluginError::IdentityViolation { plugin, field }.into(),
+                ));
+            }
             Err(e) => {
                 let err = parse_output::<T>(&plugin, &out).err().unwrap_or_else(|| {
                     PluginError::InvalidOutput {
@@ -161,11 +166,6 @@ where
                 });
                 return Err(fail(err.into()));
             }
-        };
-        if let Some(field) = identity.violation(&after) {
-            return Err(fail(
-                PluginError::IdentityViolation { plugin, field }.into(),
-            ));
         }
         tracing::debug!(us = duration.as_micros() as u64, "plugin applied");
         done.push(Step { plugin, duration });

@@ -124,6 +124,134 @@ fn find_named<T: serde::de::DeserializeOwned>(
     Ok(None)
 }
 
+/// The identity-bearing parts of an object as they appear in its text,
+/// borrowed: `metadata`, and for Pods the volume list and every container's
+/// name and mounts. Identity is a function of these parts alone, so when they
+/// are byte-for-byte those of the input, identity is unchanged without
+/// reading any of it.
+#[derive(Deserialize)]
+struct RawObject<'a> {
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawPod<'a> {
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    spec: Option<RawSpec<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec<'a> {
+    #[serde(borrow)]
+    volumes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    containers: Option<Vec<RawContainer<'a>>>,
+    #[serde(borrow)]
+    init_containers: Option<Vec<RawContainer<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawContainer<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    volume_mounts: Option<&'a RawValue>,
+}
+
+fn raw(v: Option<&RawValue>) -> Option<&str> {
+    v.map(RawValue::get)
+}
+
+/// The identity-bearing parts of `text`, in a fixed order.
+fn fingerprint(text: &str, kind: IdentityKind) -> Result<Vec<Option<&str>>, serde_json::Error> {
+    match kind {
+        IdentityKind::Metadata => {
+            let o: RawObject = serde_json::from_str(text)?;
+            Ok(vec![raw(o.metadata)])
+        }
+        IdentityKind::Pod => {
+            let p: RawPod = serde_json::from_str(text)?;
+            let mut parts = vec![raw(p.metadata)];
+            let (volumes, containers, init) = match p.spec {
+                Some(s) => (s.volumes, s.containers, s.init_containers),
+                None => (None, None, None),
+            };
+            parts.push(raw(volumes));
+            for list in [containers, init] {
+                // The count separates the lists: moving a container from one
+                // to the other is a change.
+                let list = list.unwrap_or_default();
+                parts.push(Some(if list.is_empty() { "0" } else { "n" }));
+                for c in list {
+                    parts.push(raw(c.name));
+                    parts.push(raw(c.volume_mounts));
+                }
+                parts.push(None);
+            }
+            Ok(parts)
+        }
+    }
+}
+
+/// Guards one object's identity through a chain: checks each plugin's
+/// output against the input, cheaply when the identity-bearing text is
+/// unchanged (the usual case), field by field when it is not.
+pub struct Guard {
+    kind: IdentityKind,
+    label_prefix: String,
+    input: String,
+    parts: Vec<Option<String>>,
+    identity: std::sync::OnceLock<Identity>,
+}
+
+impl Guard {
+    pub fn new(
+        input: &str,
+        kind: IdentityKind,
+        label_prefix: &str,
+    ) -> Result<Guard, serde_json::Error> {
+        let parts = fingerprint(input, kind)?
+            .into_iter()
+            .map(|p| p.map(str::to_string))
+            .collect();
+        Ok(Guard {
+            kind,
+            label_prefix: label_prefix.to_string(),
+            input: input.to_string(),
+            parts,
+            identity: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The first identity field `output` changed, if any. Fails only on
+    /// text the typed parse would refuse too.
+    pub fn check(&self, output: &str) -> Result<Option<String>, serde_json::Error> {
+        let parts = fingerprint(output, self.kind)?;
+        if parts.len() == self.parts.len()
+            && parts
+                .iter()
+                .zip(&self.parts)
+                .all(|(a, b)| *a == b.as_deref())
+        {
+            return Ok(None);
+        }
+        let after = Identity::read(output, self.kind, &self.label_prefix)?;
+        let before = match self.identity.get() {
+            Some(before) => before,
+            None => {
+                let before = Identity::read(&self.input, self.kind, &self.label_prefix)?;
+                self.identity.get_or_init(|| before)
+            }
+        };
+        Ok(before.violation(&after))
+    }
+}
+
 /// Which identity an object has: Pods also carry the workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdentityKind {
@@ -314,6 +442,35 @@ mod tests {
             mutate(&mut after);
             assert_eq!(id(&before).violation(&id(&after)).as_deref(), Some(field));
         }
+    }
+
+    #[test]
+    fn the_guard_agrees_with_the_field_by_field_check() {
+        let input = pod().to_string();
+        let guard = Guard::new(&input, IdentityKind::Pod, "bay").unwrap();
+        assert_eq!(guard.check(&input).unwrap(), None);
+        // Text that differs but means the same: the slow path says so.
+        let reordered = input.replace(
+            "{\"name\":\"workspace\",\"persistentVolumeClaim\":{\"claimName\":\"c\"}}",
+            "{\"persistentVolumeClaim\":{\"claimName\":\"c\"},\"name\":\"workspace\"}",
+        );
+        assert_ne!(reordered, input);
+        assert_eq!(guard.check(&reordered).unwrap(), None);
+        let mut renamed = pod();
+        renamed["metadata"]["name"] = json!("q");
+        assert_eq!(
+            guard.check(&renamed.to_string()).unwrap().as_deref(),
+            Some("metadata.name")
+        );
+        let mut moved = pod();
+        let ship = moved["spec"]["containers"][0].take();
+        moved["spec"]["containers"] = json!([]);
+        moved["spec"]["initContainers"] = json!([ship]);
+        assert_eq!(
+            guard.check(&moved.to_string()).unwrap().as_deref(),
+            Some("spec.containers[ship].volumeMounts[workspace]")
+        );
+        assert!(guard.check("[1]").is_err());
     }
 
     #[test]
