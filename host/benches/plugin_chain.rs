@@ -1,7 +1,8 @@
 //! The shipped plugin chain (restricted → scheduling → resources) on a
 //! realistic session Pod, with a fresh instance per plugin call, against the
-//! same three policies compiled natively and called on the typed Pod in the
-//! same run. Also: compile time, cached load time, memory per instance.
+//! same three policies compiled natively, in the same run: applied to the
+//! typed Pod, and as plugins through the same chain code. Also: compile time,
+//! cached load time, memory per instance, and where a call's time goes.
 //!
 //! Run: `tests/build-plugins.sh && cargo bench -p berth --bench plugin_chain`
 //! (BENCH_N sets the number of measured calls, default 5000).
