@@ -88,6 +88,9 @@ enum PluginCommand {
         /// Write a JSON report of every case here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Write a JUnit XML report here, for CI systems.
+        #[arg(long)]
+        junit: Option<PathBuf>,
     },
 }
 
@@ -96,6 +99,7 @@ fn plugin_test(
     update: bool,
     filter: Option<String>,
     report: Option<PathBuf>,
+    junit: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
     use std::io::IsTerminal;
     let color = std::io::stdout().is_terminal();
@@ -152,6 +156,9 @@ fn plugin_test(
     println!("{} passed, {} failed", all.len() - failed, failed);
     if let Some(path) = report {
         std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+    }
+    if let Some(path) = junit {
+        std::fs::write(&path, berth::harness::junit::render(&all))?;
     }
     Ok(failed == 0)
 }
@@ -251,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
                     update,
                     filter,
                     report,
+                    junit,
                 },
         } => {
             // Plugin logs and load times only when asked (BERTH_LOG=info).
@@ -259,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
                 unsafe { std::env::set_var("BERTH_LOG", "warn") };
             }
             init_tracing(LogFormat::Text);
-            if !plugin_test(suites, update, filter, report)? {
+            if !plugin_test(suites, update, filter, report, junit)? {
                 std::process::exit(1);
             }
             Ok(())

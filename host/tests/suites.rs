@@ -275,11 +275,14 @@ fn filter_and_report_on_the_command_line() {
     wasm("berth_plugin_scheduling");
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
+    let junit = dir.path().join("junit.xml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["plugin", "test"])
         .arg(repo_root().join("plugins/scheduling/tests/suite.yaml"))
         .args(["--filter", "default-rule", "--report"])
         .arg(&report)
+        .arg("--junit")
+        .arg(&junit)
         .env("BERTH_LOG", "warn")
         .output()
         .unwrap();
@@ -296,4 +299,9 @@ fn filter_and_report_on_the_command_line() {
     assert_eq!(r.as_array().unwrap().len(), 1);
     assert_eq!(r[0]["case"], "default-rule");
     assert_eq!(r[0]["passed"], true);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("tests=\"1\" failures=\"0\"") && xml.contains("name=\"default-rule\"/>"),
+        "{xml}"
+    );
 }

@@ -2,6 +2,7 @@
 //! same object builder, runtime and chain the server uses.
 
 pub mod bench;
+pub mod junit;
 pub mod pss;
 pub mod scaffold;
 
