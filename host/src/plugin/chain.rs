@@ -123,22 +123,22 @@ where
     T: Shapeable,
     F: FnOnce(&str) -> StepResult,
 {
-    // The text handed to the next plugin is exactly what the last one
-    // returned: no re-serialisation between plugins.
-    let mut text = serde_json::to_string(&object)
+    // texts[0] is the input and texts[i + 1] the output of done[i]; the text
+    // handed to the next plugin is exactly what the last one returned, with
+    // no re-serialisation between plugins.
+    let input = serde_json::to_string(&object)
         .map_err(|e| PluginError::Engine(format!("cannot serialise {}: {e}", T::KIND)))?;
-    let guard = Guard::new(&text, T::IDENTITY, label_prefix)
+    let guard = Guard::new(&input, T::IDENTITY, label_prefix)
         .map_err(|e| PluginError::Engine(format!("cannot read identity of {}: {e}", T::KIND)))?;
-    let mut input = Some(object);
-    let mut snapshots = Vec::new();
+    let mut texts = vec![input];
     let mut done: Vec<Step> = Vec::new();
     for (plugin, run) in steps {
         let span = tracing::debug_span!("plugin", plugin = %plugin, kind = T::KIND);
         let _g = span.enter();
         let started = Instant::now();
-        let result = run(&text);
+        let result = run(texts.last().map(String::as_str).unwrap_or_default());
         let duration = started.elapsed();
-        let fail = |e: PolicyError| first_invalid::<T>(&done, &snapshots, &text).unwrap_or(e);
+        let fail = |e: PolicyError| first_invalid::<T>(&done, &texts).unwrap_or(e);
         let out = match result {
             Ok(Ok(out)) => out,
             Ok(Err(Rejection::Deny(message))) => {
@@ -169,41 +169,32 @@ where
         }
         tracing::debug!(us = duration.as_micros() as u64, "plugin applied");
         done.push(Step { plugin, duration });
-        snapshots.push(std::mem::replace(&mut text, out));
-        input = None;
+        texts.push(out);
     }
-    let object = match input {
-        Some(unchanged) => unchanged,
-        None => match serde_json::from_str(&text) {
+    let object = if done.is_empty() {
+        object
+    } else {
+        let last = texts.last().map(String::as_str).unwrap_or_default();
+        match serde_json::from_str(last) {
             Ok(object) => object,
+            // The last output at least is invalid, so this names a plugin.
             Err(e) => {
-                return Err(
-                    first_invalid::<T>(&done, &snapshots, &text).unwrap_or_else(|| {
-                        PluginError::Engine(format!("{} left the chain invalid: {e}", T::KIND))
-                            .into()
-                    }),
-                );
+                return Err(first_invalid::<T>(&done, &texts).unwrap_or_else(|| {
+                    PluginError::Engine(format!("{} left the chain invalid: {e}", T::KIND)).into()
+                }));
             }
-        },
+        }
     };
-    snapshots.push(text);
     Ok(Shaped {
         object,
         steps: done,
-        snapshots,
+        snapshots: texts,
     })
 }
 
 /// The first step whose output is not a valid `T`, as that step's error.
-/// `snapshots[i + 1]` (or `last` for the newest step) is the output of
-/// `done[i]`.
-fn first_invalid<T: Shapeable>(
-    done: &[Step],
-    snapshots: &[String],
-    last: &str,
-) -> Option<PolicyError> {
-    done.iter().enumerate().find_map(|(i, step)| {
-        let out = snapshots.get(i + 1).map(String::as_str).unwrap_or(last);
+fn first_invalid<T: Shapeable>(done: &[Step], texts: &[String]) -> Option<PolicyError> {
+    done.iter().zip(&texts[1..]).find_map(|(step, out)| {
         parse_output::<T>(&step.plugin, out)
             .err()
             .map(PolicyError::from)

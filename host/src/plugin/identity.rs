@@ -30,10 +30,10 @@ enum Field {
 #[derive(Debug, PartialEq)]
 pub struct Identity(Vec<(String, Field)>);
 
-// The views accept whatever the typed k8s-openapi objects accept (every
-// field optional, nulls as absent, unknown keys ignored), so they never
-// reject an object the typed parse would take. Strings are borrowed from the
-// text where JSON allows it, and only the workspace volume is parsed whole.
+// The view below accepts whatever the typed k8s-openapi objects accept
+// (every field optional, nulls as absent, unknown keys ignored), so it never
+// rejects an object the typed parse would take. Strings are borrowed from the
+// text where JSON allows it.
 #[derive(Deserialize)]
 struct MetaView<'a> {
     #[serde(borrow)]
@@ -45,43 +45,9 @@ struct MetaView<'a> {
 }
 
 #[derive(Deserialize)]
-struct ObjectView<'a> {
-    #[serde(borrow)]
-    metadata: Option<MetaView<'a>>,
-}
-
-#[derive(Deserialize)]
-struct PodView<'a> {
-    #[serde(borrow)]
-    metadata: Option<MetaView<'a>>,
-    #[serde(borrow)]
-    spec: Option<SpecView<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecView<'a> {
-    #[serde(borrow)]
-    volumes: Option<Vec<&'a RawValue>>,
-    #[serde(borrow)]
-    containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow)]
-    init_containers: Option<Vec<ContainerView<'a>>>,
-}
-
-#[derive(Deserialize)]
 struct Named<'a> {
     #[serde(borrow)]
     name: Option<Text<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerView<'a> {
-    #[serde(borrow)]
-    name: Option<Text<'a>>,
-    #[serde(borrow)]
-    volume_mounts: Option<Vec<&'a RawValue>>,
 }
 
 /// A JSON string, borrowed unless it had escapes to undo.
@@ -111,10 +77,14 @@ fn text(t: Option<Text>) -> Option<String> {
     t.map(|t| t.0.into_owned())
 }
 
-/// The element of `list` named `name`, parsed as `T`.
+/// The element of the JSON list `list` named like the workspace, parsed as `T`.
 fn find_named<T: serde::de::DeserializeOwned>(
-    list: Option<Vec<&RawValue>>,
+    list: Option<&RawValue>,
 ) -> Result<Option<T>, serde_json::Error> {
+    let list: Option<Vec<&RawValue>> = match list {
+        Some(l) => serde_json::from_str(l.get())?,
+        None => None,
+    };
     for raw in list.into_iter().flatten() {
         let named: Named = serde_json::from_str(raw.get())?;
         if named.name.as_ref().is_some_and(|n| n.0 == WORKSPACE_VOLUME) {
@@ -130,17 +100,19 @@ fn find_named<T: serde::de::DeserializeOwned>(
 /// are byte-for-byte those of the input, identity is unchanged without
 /// reading any of it.
 #[derive(Deserialize)]
-struct RawObject<'a> {
-    #[serde(borrow)]
-    metadata: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct RawPod<'a> {
+struct Parts<'a> {
     #[serde(borrow)]
     metadata: Option<&'a RawValue>,
     #[serde(borrow)]
     spec: Option<RawSpec<'a>>,
+}
+
+/// A PVC's spec carries no identity, and keys a Pod spec would have mean
+/// nothing there: it is not read.
+#[derive(Deserialize)]
+struct MetadataOnly<'a> {
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -163,29 +135,42 @@ struct RawContainer<'a> {
     volume_mounts: Option<&'a RawValue>,
 }
 
-fn raw(v: Option<&RawValue>) -> Option<&str> {
-    v.map(RawValue::get)
-}
-
-/// The identity-bearing parts of `text`, in a fixed order.
-fn fingerprint(text: &str, kind: IdentityKind) -> Result<Vec<Option<&str>>, serde_json::Error> {
-    match kind {
-        IdentityKind::Metadata => {
-            let o: RawObject = serde_json::from_str(text)?;
-            Ok(vec![raw(o.metadata)])
+impl<'a> Parts<'a> {
+    fn of(text: &'a str, kind: IdentityKind) -> Result<Parts<'a>, serde_json::Error> {
+        match kind {
+            IdentityKind::Pod => serde_json::from_str(text),
+            IdentityKind::Metadata => {
+                let m: MetadataOnly = serde_json::from_str(text)?;
+                Ok(Parts {
+                    metadata: m.metadata,
+                    spec: None,
+                })
+            }
         }
-        IdentityKind::Pod => {
-            let p: RawPod = serde_json::from_str(text)?;
-            let mut parts = vec![raw(p.metadata)];
-            let (volumes, containers, init) = match p.spec {
-                Some(s) => (s.volumes, s.containers, s.init_containers),
-                None => (None, None, None),
-            };
-            parts.push(raw(volumes));
-            for list in [containers, init] {
+    }
+
+    /// Container lists by name, an absent list as empty.
+    fn lists(&self) -> [(&'static str, &[RawContainer<'a>]); 2] {
+        let spec = self.spec.as_ref();
+        [
+            ("containers", spec.and_then(|s| s.containers.as_deref())),
+            (
+                "initContainers",
+                spec.and_then(|s| s.init_containers.as_deref()),
+            ),
+        ]
+        .map(|(list, c)| (list, c.unwrap_or_default()))
+    }
+
+    /// The parts as text, in a fixed order.
+    fn fingerprint(&self, kind: IdentityKind) -> Vec<Option<&'a str>> {
+        let raw = |v: Option<&'a RawValue>| v.map(RawValue::get);
+        let mut parts = vec![raw(self.metadata)];
+        if kind == IdentityKind::Pod {
+            parts.push(raw(self.spec.as_ref().and_then(|s| s.volumes)));
+            for (_, list) in self.lists() {
                 // The count separates the lists: moving a container from one
                 // to the other is a change.
-                let list = list.unwrap_or_default();
                 parts.push(Some(if list.is_empty() { "0" } else { "n" }));
                 for c in list {
                     parts.push(raw(c.name));
@@ -193,8 +178,8 @@ fn fingerprint(text: &str, kind: IdentityKind) -> Result<Vec<Option<&str>>, serd
                 }
                 parts.push(None);
             }
-            Ok(parts)
         }
+        parts
     }
 }
 
@@ -215,7 +200,8 @@ impl Guard {
         kind: IdentityKind,
         label_prefix: &str,
     ) -> Result<Guard, serde_json::Error> {
-        let parts = fingerprint(input, kind)?
+        let parts = Parts::of(input, kind)?
+            .fingerprint(kind)
             .into_iter()
             .map(|p| p.map(str::to_string))
             .collect();
@@ -231,7 +217,8 @@ impl Guard {
     /// The first identity field `output` changed, if any. Fails only on
     /// text the typed parse would refuse too.
     pub fn check(&self, output: &str) -> Result<Option<String>, serde_json::Error> {
-        let parts = fingerprint(output, self.kind)?;
+        let raw = Parts::of(output, self.kind)?;
+        let parts = raw.fingerprint(self.kind);
         if parts.len() == self.parts.len()
             && parts
                 .iter()
@@ -240,7 +227,7 @@ impl Guard {
         {
             return Ok(None);
         }
-        let after = Identity::read(output, self.kind, &self.label_prefix)?;
+        let after = Identity::of(&raw, self.kind, &self.label_prefix)?;
         let before = match self.identity.get() {
             Some(before) => before,
             None => {
@@ -267,21 +254,18 @@ impl Identity {
         kind: IdentityKind,
         label_prefix: &str,
     ) -> Result<Identity, serde_json::Error> {
-        match kind {
-            IdentityKind::Metadata => {
-                let v: ObjectView = serde_json::from_str(text)?;
-                Ok(Identity::of_meta(v.metadata, label_prefix))
-            }
-            IdentityKind::Pod => {
-                let v: PodView = serde_json::from_str(text)?;
-                let mut id = Identity::of_meta(v.metadata, label_prefix);
-                id.add_workspace(v.spec)?;
-                Ok(id)
-            }
-        }
+        Identity::of(&Parts::of(text, kind)?, kind, label_prefix)
     }
 
-    fn of_meta(meta: Option<MetaView>, label_prefix: &str) -> Identity {
+    fn of(
+        parts: &Parts,
+        kind: IdentityKind,
+        label_prefix: &str,
+    ) -> Result<Identity, serde_json::Error> {
+        let meta: Option<MetaView> = match parts.metadata {
+            Some(m) => serde_json::from_str(m.get())?,
+            None => None,
+        };
         let (name, namespace, labels) = match meta {
             Some(m) => (m.name, m.namespace, m.labels.unwrap_or_default()),
             None => (None, None, BTreeMap::new()),
@@ -309,33 +293,32 @@ impl Identity {
                 Field::Text(Some(v.0.into_owned())),
             )
         }));
-        Identity(fields)
-    }
-
-    fn add_workspace(&mut self, spec: Option<SpecView>) -> Result<(), serde_json::Error> {
-        let (volumes, containers, init) = match spec {
-            Some(s) => (s.volumes, s.containers, s.init_containers),
-            None => (None, None, None),
-        };
+        if kind == IdentityKind::Metadata {
+            return Ok(Identity(fields));
+        }
         // Compared as typed objects, so key order and explicit nulls do not
         // count as changes.
-        let workspace: Option<Volume> = find_named(volumes)?;
-        self.0.push((
+        let workspace: Option<Volume> = find_named(parts.spec.as_ref().and_then(|s| s.volumes))?;
+        fields.push((
             format!("spec.volumes[{WORKSPACE_VOLUME}]"),
             Field::Volume(workspace.map(Box::new)),
         ));
-        for (list, containers) in [("containers", containers), ("initContainers", init)] {
-            for c in containers.into_iter().flatten() {
+        for (list, containers) in parts.lists() {
+            for c in containers {
                 if let Some(m) = find_named::<VolumeMount>(c.volume_mounts)? {
-                    let name = c.name.as_ref().map(|n| &*n.0).unwrap_or("?");
-                    self.0.push((
+                    let name: Option<Text> = match c.name {
+                        Some(n) => serde_json::from_str(n.get())?,
+                        None => None,
+                    };
+                    let name = name.as_ref().map(|n| &*n.0).unwrap_or("?");
+                    fields.push((
                         format!("spec.{list}[{name}].volumeMounts[{WORKSPACE_VOLUME}]"),
                         Field::Mount(Box::new(m)),
                     ));
                 }
             }
         }
-        Ok(())
+        Ok(Identity(fields))
     }
 
     /// The first field that differs in `after`, by name. Containers that
