@@ -792,113 +792,80 @@ async fn auth_bad_requests_and_documents() {
         b.http.get(b.url("/readyz")).send().await.unwrap().status(),
         StatusCode::OK
     );
-    problem(
-        b.http.get(b.url("/v1/plugins")).send().await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
-    problem(
+    // Every route but the probes needs a valid token.
+    for unauthenticated in [
+        b.http.get(b.url("/v1/plugins")),
         b.http
             .get(b.url("/v1/plugins"))
-            .bearer_auth("wrong-token-0123456789")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
-    problem(
-        b.http.get(b.url("/metrics")).send().await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
-    problem(
-        b.http.get(b.url("/openapi.json")).send().await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
+            .bearer_auth("wrong-token-0123456789"),
+        b.http.get(b.url("/metrics")),
+        b.http.get(b.url("/openapi.json")),
+    ] {
+        problem(
+            unauthenticated.send().await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+    }
 
-    // Missing field, wrong type, malformed JSON, oversized body.
-    let body = problem(
-        b.post("/v1/sessions")
-            .json(&json!({ "session": { "id": "x", "sandbox_id": "y" } }))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    )
-    .await;
-    assert_detail(&body, "missing field `profile`");
+    // Missing field, wrong type, malformed JSON, oversized body; invalid
+    // names and label values, each named in the detail.
     let mut wrong = create_body("x", &profile());
     wrong["profile"]["runtime_port"] = json!("eighty");
-    let body = problem(
-        b.post("/v1/sessions").json(&wrong).send().await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    )
-    .await;
-    assert_detail(&body, "runtime_port");
-    problem(
-        b.post("/v1/sessions")
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    )
-    .await;
     let mut huge = create_body("x", &profile());
     huge["profile"]["env"]["PAD"] = json!("x".repeat(64 * 1024));
-    problem(
-        b.post("/v1/sessions").json(&huge).send().await.unwrap(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "invalid_request",
-    )
-    .await;
-
-    // Invalid names and label values are named.
-    let body = problem(
-        b.post("/v1/sessions")
-            .json(&create_body("Bad_ID!", &profile()))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
-    assert_detail(&body, "session.id");
     let mut owner = create_body("ok1", &profile());
     owner["labels"]["bay.owner"] = json!("alice@example.com");
-    let body = problem(
-        b.post("/v1/sessions").json(&owner).send().await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
-    assert_detail(&body, "alice@example.com");
     let mut long = create_body(&"a".repeat(70), &profile());
     long["cargo"]["driver_ref"] = json!("cargo-long");
-    let body = problem(
-        b.post("/v1/sessions").json(&long).send().await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
-    assert_detail(&body, "at most 63");
-    problem(
-        b.get("/v1/sessions/Not_A_Pod/status").send().await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let create = || b.post("/v1/sessions");
+    let invalid = [
+        (
+            create().json(&json!({ "session": { "id": "x", "sandbox_id": "y" } })),
+            StatusCode::BAD_REQUEST,
+            Some("missing field `profile`"),
+        ),
+        (
+            create().json(&wrong),
+            StatusCode::BAD_REQUEST,
+            Some("runtime_port"),
+        ),
+        (
+            create()
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (create().json(&huge), StatusCode::PAYLOAD_TOO_LARGE, None),
+        (
+            create().json(&create_body("Bad_ID!", &profile())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("session.id"),
+        ),
+        (
+            create().json(&owner),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("alice@example.com"),
+        ),
+        (
+            create().json(&long),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("at most 63"),
+        ),
+        (
+            b.get("/v1/sessions/Not_A_Pod/status"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+        ),
+    ];
+    for (request, status, detail) in invalid {
+        let body = problem(request.send().await.unwrap(), status, "invalid_request").await;
+        if let Some(detail) = detail {
+            assert_detail(&body, detail);
+        }
+    }
     problem(
         b.get("/v1/nope").send().await.unwrap(),
         StatusCode::NOT_FOUND,
