@@ -677,15 +677,7 @@ async fn policy_denials_create_nothing() {
 #[tokio::test]
 async fn restricted_namespace_with_and_without_the_restricted_plugin() {
     let client = kube_client().await;
-    let ns = namespace(
-        &client,
-        "psa",
-        &[
-            ("pod-security.kubernetes.io/enforce", "restricted"),
-            ("pod-security.kubernetes.io/enforce-version", "latest"),
-        ],
-    )
-    .await;
+    let ns = restricted_namespace(&client, "psa").await;
     let with = berth(&ns, shipped_chain()).await;
     let id = unique("r");
     create_volume(&with, &format!("cargo-{id}")).await;

@@ -166,15 +166,7 @@ async fn tainted_node_is_avoided_and_nodes_are_fake_but_real_objects() {
 #[tokio::test]
 async fn podsecurity_rejects_privileged_pods_in_restricted_namespaces() {
     let client = kube_client().await;
-    let ns = namespace(
-        &client,
-        "psa",
-        &[
-            ("pod-security.kubernetes.io/enforce", "restricted"),
-            ("pod-security.kubernetes.io/enforce-version", "latest"),
-        ],
-    )
-    .await;
+    let ns = restricted_namespace(&client, "psa").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let privileged: Pod = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "bad" },

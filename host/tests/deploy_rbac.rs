@@ -81,15 +81,7 @@ async fn allowed(
 #[tokio::test]
 async fn berth_runs_a_session_with_only_its_role() {
     let client = kube_client().await;
-    let ns = namespace(
-        &client,
-        "deploy",
-        &[
-            ("pod-security.kubernetes.io/enforce", "restricted"),
-            ("pod-security.kubernetes.io/enforce-version", "latest"),
-        ],
-    )
-    .await;
+    let ns = restricted_namespace(&client, "deploy").await;
     for v in manifests(&ns) {
         match v["kind"].as_str().unwrap() {
             "Namespace" => {}

@@ -226,6 +226,19 @@ pub async fn namespace(client: &kube::Client, prefix: &str, labels: &[(&str, &st
     name
 }
 
+/// A fresh namespace where PodSecurity enforces `restricted:latest`.
+pub async fn restricted_namespace(client: &kube::Client, prefix: &str) -> String {
+    namespace(
+        client,
+        prefix,
+        &[
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ],
+    )
+    .await
+}
+
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 pub struct TestServer {
