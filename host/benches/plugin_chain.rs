@@ -308,31 +308,31 @@ fn main() {
     }
     let [t_wasm, t_typed, t_native, t_raw] = times;
 
-    // Where the time goes: each plugin alone, and a pass-through plugin that
-    // neither parses nor serialises (instantiation plus copying the text in
-    // and out: the floor of any call).
-    let floor = rt
-        .load(
-            "pass-through",
-            &wasm("berth_fixture_hostile"),
-            None,
-            json!({ "mode": "pass" }).to_string(),
-            Limits::default(),
-        )
-        .unwrap();
-    for c in raw.iter().chain(std::iter::once(&floor)) {
-        let mut times = Vec::with_capacity(n);
+    // Where the time goes: each plugin alone, its calls split into the
+    // sandbox's cost (a fresh store and instance; teardown, which resets the
+    // pool slot) and the run (arguments in, the plugin's code, result out).
+    for c in &raw {
+        let mut phases: [Vec<Duration>; 4] = Default::default();
         for i in 0..(n + 200) {
             let t = Instant::now();
-            let (out, _) = rt.shape(c, Hook::Pod, &wctx, &text).unwrap();
+            let (out, stats) = rt.shape(c, Hook::Pod, &wctx, &text).unwrap();
             let d = t.elapsed();
             drop(std::hint::black_box(out.unwrap()));
             if i >= 200 {
-                times.push(d);
+                for (v, x) in
+                    phases
+                        .iter_mut()
+                        .zip([d, stats.instantiate, stats.run, stats.teardown])
+                {
+                    v.push(x);
+                }
             }
         }
-        let p = Percentiles::of(times);
-        println!("  one call of {:<12} {p}", c.name);
+        let [whole, inst, run, down] = phases.map(|v| Percentiles::of(v).p50);
+        println!(
+            "  one call of {:<10} p50 {whole:>5.1} µs = instantiate {inst:.1} + run {run:.1} + teardown {down:.1} (medians of each phase)",
+            c.name
+        );
     }
 
     let wasm = Percentiles::of(t_wasm);

@@ -229,6 +229,14 @@ async fn main() -> anyhow::Result<()> {
                         "  {}: compile {:.1} ms, cached load {:.2} ms, peak linear memory {} KiB",
                         p.name, p.compile_ms, p.cached_load_ms, p.peak_memory_kib
                     );
+                    println!(
+                        "  {}: one call alone p50 {:.1} µs = instantiate {:.1} + run {:.1} + teardown {:.1} (medians of each phase)",
+                        p.name,
+                        p.call_p50_us,
+                        p.instantiate_p50_us,
+                        p.run_p50_us,
+                        p.teardown_p50_us
+                    );
                 }
             }
             Ok(())

@@ -227,6 +227,11 @@ fn plugin_bench_reports_every_figure() {
     assert_eq!(r.plugins.len(), 1);
     let p = &r.plugins[0];
     assert!(p.peak_memory_kib > 0, "{p:?}");
+    // Every phase was measured, and none alone exceeds a whole call by more
+    // than noise between separate medians could explain.
+    for phase in [p.instantiate_p50_us, p.run_p50_us, p.teardown_p50_us] {
+        assert!(phase > 0.0 && phase < p.call_p50_us * 1.5, "{p:?}");
+    }
     assert!(
         p.cached_load_ms < p.compile_ms,
         "a cached load skips Cranelift: {p:?}"

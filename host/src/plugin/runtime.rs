@@ -190,10 +190,18 @@ pub struct LoadStats {
     pub duration: Duration,
 }
 
-/// What one call measured, for metrics and benchmarks.
+/// What one call measured, for metrics and benchmarks. The three phases
+/// split the sandbox's own cost (a fresh store and instance, then handing
+/// the pool slot back) from the plugin's work, which an author can change.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallStats {
     pub peak_memory_bytes: usize,
+    /// A fresh store and an instance from the pre-linked component.
+    pub instantiate: Duration,
+    /// The export itself: arguments in, the plugin's code, the result out.
+    pub run: Duration,
+    /// Dropping the store, which resets the instance's pool slot.
+    pub teardown: Duration,
 }
 
 impl Runtime {
@@ -411,22 +419,24 @@ impl Runtime {
             &mut Store<CallState>,
         ) -> wasmtime::Result<R>,
     ) -> Result<(R, CallStats), PluginError> {
+        let started = Instant::now();
         let mut store = self.new_store(plugin);
-        let result = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(instance.berth_policy_policy(), &mut store));
+        let instance = plugin.pre.instantiate(&mut store);
+        let instantiated = Instant::now();
+        let result = instance.and_then(|instance| f(instance.berth_policy_policy(), &mut store));
+        let ran = Instant::now();
+        let limiter = &store.data().limiter;
+        let (peak_memory_bytes, memory_exceeded) = (limiter.peak, limiter.exceeded);
+        drop(store);
         let stats = CallStats {
-            peak_memory_bytes: store.data().limiter.peak,
+            peak_memory_bytes,
+            instantiate: instantiated - started,
+            run: ran - instantiated,
+            teardown: ran.elapsed(),
         };
         match result {
             Ok(r) => Ok((r, stats)),
-            Err(e) => Err(classify(
-                &plugin.name,
-                plugin.limits,
-                store.data().limiter.exceeded,
-                e,
-            )),
+            Err(e) => Err(classify(&plugin.name, plugin.limits, memory_exceeded, e)),
         }
     }
 
