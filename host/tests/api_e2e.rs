@@ -205,6 +205,68 @@ async fn full_session_life() {
     );
 }
 
+/// `start` and `destroy` wait on one shared Pod watch. The first waiters on
+/// a fresh server arrive before that watch has listed anything; every one of
+/// them must still be woken. (A readiness future that woke only the last of
+/// several waiters left the others hanging until their timeout: this test
+/// then fails with 504s.) Destroying a Pod right after creating it must still
+/// wait until the Pod is really gone, whatever the watch has seen so far.
+#[tokio::test]
+async fn concurrent_first_waiters_all_return_and_destroy_waits_for_uncached_pods() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "waiters", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        let id = unique("w");
+        create_volume(&b, &format!("cargo-{id}")).await;
+        let (s, v) = b
+            .post_json("/v1/sessions", &create_body(&id, &profile()))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        names.push(v["container_id"].as_str().unwrap().to_string());
+    }
+    // No request has waited on this server yet: all six start together.
+    let body = json!({ "runtime_port": 8123 });
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| format!("/v1/sessions/{n}/start"))
+        .collect();
+    let starts = paths.iter().map(|p| b.post_json(p, &body));
+    for (name, (s, v)) in names.iter().zip(futures::future::join_all(starts).await) {
+        assert_eq!(s, StatusCode::OK, "{name}: {v}");
+        assert!(v["endpoint"].as_str().unwrap().ends_with(":8123"), "{v}");
+    }
+    let paths: Vec<String> = names.iter().map(|n| format!("/v1/sessions/{n}")).collect();
+    let destroys = paths.iter().map(|p| b.delete_status(p));
+    for status in futures::future::join_all(destroys).await {
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    for name in &names {
+        assert!(pods.get_opt(name).await.unwrap().is_none(), "{name}");
+    }
+
+    // Created and destroyed at once, while the watch may not have seen it.
+    for _ in 0..3 {
+        let id = unique("u");
+        create_volume(&b, &format!("cargo-{id}")).await;
+        let (s, v) = b
+            .post_json("/v1/sessions", &create_body(&id, &profile()))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let name = v["container_id"].as_str().unwrap();
+        assert_eq!(
+            b.delete_status(&format!("/v1/sessions/{name}")).await,
+            StatusCode::NO_CONTENT
+        );
+        assert!(
+            pods.get_opt(name).await.unwrap().is_none(),
+            "destroy returned while {name} still existed"
+        );
+    }
+}
+
 #[tokio::test]
 async fn stop_and_gc_force_removal() {
     let client = kube_client().await;

@@ -4,6 +4,7 @@
 
 pub mod network;
 pub mod state;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +26,7 @@ use crate::objects::{self, SessionRequest};
 use crate::plugin::runtime::SessionContext;
 use crate::plugin::{PolicyEngine, PolicyError, Shapeable, Shaped};
 use state::{ContainerState, SessionStatus, StartOutcome};
+use watch::PodWatch;
 
 /// Builds the Kubernetes client from Berth's config: the given kubeconfig,
 /// or the environment's (KUBECONFIG, ~/.kube/config, in-cluster).
@@ -89,6 +90,8 @@ pub struct Driver {
     policy: Arc<PolicyEngine>,
     metrics: Arc<Metrics>,
     keys: LabelKeys,
+    /// Started by the first waiter, shared by all after it.
+    pod_watch: tokio::sync::OnceCell<PodWatch>,
 }
 
 impl Driver {
@@ -105,7 +108,17 @@ impl Driver {
             policy,
             metrics,
             keys,
+            pod_watch: tokio::sync::OnceCell::new(),
         }
+    }
+
+    async fn pod_watch(&self) -> &PodWatch {
+        self.pod_watch
+            .get_or_init(|| async {
+                let selector = format!("{}=true", self.keys.managed());
+                PodWatch::start(self.pods(), &self.config.namespace, &selector)
+            })
+            .await
     }
 
     pub fn config(&self) -> &Config {
@@ -315,8 +328,9 @@ impl Driver {
             let same = p.map(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
             same == Some(false) || state::start_outcome(p) != StartOutcome::Waiting
         };
+        let pod_watch = self.pod_watch().await;
         let watched =
-            tokio::time::timeout(timeout, await_condition(pods, container_id, decided)).await;
+            tokio::time::timeout(timeout, pod_watch.until(container_id, &uid, decided)).await;
         self.metrics.observe_kube(
             "watch_pod_ready",
             watched.as_ref().is_ok_and(|r| r.is_ok()),
@@ -324,7 +338,12 @@ impl Driver {
         );
         let pod = match watched {
             Err(_) => {
-                let last = self.pods().get_opt(container_id).await.ok().flatten();
+                if let Some(e) = pod_watch.error() {
+                    return Err(Error::KubernetesUnavailable(format!(
+                        "watching {container_id}: {e}"
+                    )));
+                }
+                let last = pods.get_opt(container_id).await.ok().flatten();
                 let detail = last.as_ref().map(describe_pending).unwrap_or_default();
                 return Err(Error::Timeout(format!(
                     "session {container_id} not running after {}s{detail}",
@@ -393,11 +412,10 @@ impl Driver {
         let Some(uid) = uid else { return Ok(()) };
         let timeout = Duration::from_secs(self.config.destroy_timeout_s);
         let started = Instant::now();
-        let gone = tokio::time::timeout(
-            timeout,
-            await_condition(pods, name, conditions::is_deleted(&uid)),
-        )
-        .await;
+        let pod_watch = self.pod_watch().await;
+        // Gone, or replaced by another Pod of the same name.
+        let deleted = |p: Option<&Pod>| p.is_none_or(|p| p.metadata.uid.as_deref() != Some(&uid));
+        let gone = tokio::time::timeout(timeout, pod_watch.until(name, &uid, deleted)).await;
         self.metrics.observe_kube(
             "watch_pod_deleted",
             gone.as_ref().is_ok_and(|r| r.is_ok()),
@@ -407,6 +425,10 @@ impl Driver {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(Error::KubernetesUnavailable(format!(
                 "watching deletion of {name}: {e}"
+            ))),
+            Err(_) if pod_watch.error().is_some() => Err(Error::KubernetesUnavailable(format!(
+                "watching deletion of {name}: {}",
+                pod_watch.error().unwrap_or_default()
             ))),
             Err(_) => {
                 let still = self.pods().get_opt(name).await.ok().flatten();
