@@ -28,6 +28,11 @@ pub struct KubeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
 }
@@ -51,6 +56,7 @@ pub struct Metrics {
     pub plugin_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
     pub policy_denials: Family<PluginLabels, Counter>,
+    pub pod_watch_events: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,6 +82,7 @@ impl Metrics {
             );
         let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
         let policy_denials = Family::<PluginLabels, Counter>::default();
+        let pod_watch_events = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "http_requests",
             "API requests by route and status",
@@ -106,6 +113,11 @@ impl Metrics {
             "Requests denied by a policy plugin",
             policy_denials.clone(),
         );
+        registry.register(
+            "pod_watch_events",
+            "Events of the shared session Pod watch: applied to the cache, or watch errors (retried with backoff)",
+            pod_watch_events.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -114,6 +126,7 @@ impl Metrics {
             plugin_seconds,
             plugin_failures,
             policy_denials,
+            pod_watch_events,
         }
     }
 
@@ -124,6 +137,14 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "error" }.into(),
             })
             .observe(d.as_secs_f64());
+    }
+
+    pub fn pod_watch_event(&self, ok: bool) {
+        self.pod_watch_events
+            .get_or_create(&OutcomeLabels {
+                outcome: if ok { "applied" } else { "error" }.into(),
+            })
+            .inc();
     }
 
     pub fn observe_plugin(&self, plugin: &str, d: Duration) {

@@ -246,6 +246,22 @@ async fn concurrent_first_waiters_all_return_and_destroy_waits_for_uncached_pods
     for name in &names {
         assert!(pods.get_opt(name).await.unwrap().is_none(), "{name}");
     }
+    let metrics = b
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let applied = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_pod_watch_events_total{outcome=\"applied\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        applied.is_some_and(|n| n > 0),
+        "the shared watch counts the events it applied: {metrics}"
+    );
 
     // Created and destroyed at once, while the watch may not have seen it.
     for _ in 0..3 {

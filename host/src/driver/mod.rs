@@ -116,7 +116,12 @@ impl Driver {
         self.pod_watch
             .get_or_init(|| async {
                 let selector = format!("{}=true", self.keys.managed());
-                PodWatch::start(self.pods(), &self.config.namespace, &selector)
+                PodWatch::start(
+                    self.pods(),
+                    &self.config.namespace,
+                    &selector,
+                    self.metrics.clone(),
+                )
             })
             .await
     }

@@ -16,6 +16,7 @@
 //! until their timeout (measured: 2 to 4 of the first 8 `start` calls).
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -23,6 +24,8 @@ use kube::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
+
+use crate::metrics::Metrics;
 
 /// What waiters are woken with.
 #[derive(Clone, Copy, Default)]
@@ -37,6 +40,7 @@ struct Progress {
 /// The shared watch; dropping it stops the watch.
 pub struct PodWatch {
     api: Api<Pod>,
+    metrics: Arc<Metrics>,
     store: Store<Pod>,
     namespace: String,
     /// Bumped after every event the cache applied.
@@ -56,11 +60,17 @@ impl Drop for PodWatch {
 impl PodWatch {
     /// Watches the Pods in `api`'s namespace that match `selector`. A failing
     /// watch is retried with backoff, as client-go's reflector does.
-    pub fn start(api: Api<Pod>, namespace: &str, selector: &str) -> PodWatch {
+    pub fn start(
+        api: Api<Pod>,
+        namespace: &str,
+        selector: &str,
+        metrics: Arc<Metrics>,
+    ) -> PodWatch {
         let (store, writer) = reflector::store();
         let (tx, changed) = watch::channel(Progress::default());
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
+        let counted = metrics.clone();
         let events = reflector::reflector(
             writer,
             watcher(api.clone(), watcher::Config::default().labels(selector)).default_backoff(),
@@ -70,6 +80,7 @@ impl PodWatch {
             while let Some(event) = events.next().await {
                 let listed = matches!(event, Ok(watcher::Event::InitDone));
                 let error = event.err().map(|e| e.to_string());
+                counted.pod_watch_event(error.is_none());
                 if let Some(e) = &error {
                     tracing::warn!(error = %e, "session Pod watch failed; retrying");
                 }
@@ -84,6 +95,7 @@ impl PodWatch {
         });
         PodWatch {
             api,
+            metrics,
             store,
             namespace: namespace.to_string(),
             changed,
@@ -113,7 +125,11 @@ impl PodWatch {
                 Verdict::Wait => {}
                 Verdict::Done => return Ok(cached.map(|p| (*p).clone())),
                 Verdict::Confirm => {
-                    let live = self.api.get_opt(name).await?;
+                    let asked = Instant::now();
+                    let live = self.api.get_opt(name).await;
+                    self.metrics
+                        .observe_kube("get_pod_confirm", live.is_ok(), asked.elapsed());
+                    let live = live?;
                     if done(live.as_ref()) {
                         return Ok(live);
                     }
