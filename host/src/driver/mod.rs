@@ -431,12 +431,13 @@ impl Driver {
             Ok(Err(e)) => Err(Error::KubernetesUnavailable(format!(
                 "watching deletion of {name}: {e}"
             ))),
-            Err(_) if pod_watch.error().is_some() => Err(Error::KubernetesUnavailable(format!(
-                "watching deletion of {name}: {}",
-                pod_watch.error().unwrap_or_default()
-            ))),
             Err(_) => {
-                let still = self.pods().get_opt(name).await.ok().flatten();
+                if let Some(e) = pod_watch.error() {
+                    return Err(Error::KubernetesUnavailable(format!(
+                        "watching deletion of {name}: {e}"
+                    )));
+                }
+                let still = pods.get_opt(name).await.ok().flatten();
                 let finalizers = still
                     .and_then(|p| p.metadata.finalizers)
                     .unwrap_or_default();

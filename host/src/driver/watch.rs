@@ -27,24 +27,16 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
-/// What waiters are woken with.
-#[derive(Clone, Copy, Default)]
-struct Progress {
-    /// Events applied so far.
-    events: u64,
-    /// The first full list has been applied: absence from the cache means
-    /// something from here on.
-    ready: bool,
-}
-
 /// The shared watch; dropping it stops the watch.
 pub struct PodWatch {
     api: Api<Pod>,
     metrics: Arc<Metrics>,
     store: Store<Pod>,
     namespace: String,
-    /// Bumped after every event the cache applied.
-    changed: watch::Receiver<Progress>,
+    /// Sent after every event the cache applied; holds whether the first
+    /// full list has been applied (before it, absence from the cache means
+    /// nothing).
+    changed: watch::Receiver<bool>,
     /// The watch's last error, cleared by its next event: what a waiter
     /// that times out reports.
     last_error: Arc<Mutex<Option<String>>>,
@@ -67,7 +59,7 @@ impl PodWatch {
         metrics: Arc<Metrics>,
     ) -> PodWatch {
         let (store, writer) = reflector::store();
-        let (tx, changed) = watch::channel(Progress::default());
+        let (tx, changed) = watch::channel(false);
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
         let counted = metrics.clone();
@@ -87,10 +79,7 @@ impl PodWatch {
                 *errors.lock().unwrap_or_else(|p| p.into_inner()) = error;
                 // The reflector applied the event before yielding it, so a
                 // woken waiter finds it in the cache.
-                tx.send_modify(|p| {
-                    p.events += 1;
-                    p.ready |= listed;
-                });
+                tx.send_modify(|ready| *ready |= listed);
             }
         });
         PodWatch {
@@ -119,7 +108,7 @@ impl PodWatch {
         loop {
             // Marked seen before looking, so a change between the look and
             // the wait below wakes this waiter.
-            let ready = changed.borrow_and_update().ready;
+            let ready = *changed.borrow_and_update();
             let cached = self.store.get(&key);
             match judge(ready, cached.as_deref(), uid, &done) {
                 Verdict::Wait => {}

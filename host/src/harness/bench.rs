@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{HarnessError, build, load_suite};
-use crate::config::Config;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
+use super::{HarnessError, build, load_suite};
+use crate::config::Config;
 use crate::plugin::runtime::SessionContext;
 use crate::plugin::{Hook, PolicyEngine, Runtime, RuntimeOptions, Shapeable};
 
@@ -71,12 +71,17 @@ fn time_chain<T: Shapeable + Clone>(
     Ok((times, total))
 }
 
-fn p50_us(mut v: Vec<Duration>) -> f64 {
-    if v.is_empty() {
+/// The `pct`th percentile of sorted samples, in microseconds (0 if none).
+fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
         return 0.0;
-    }
+    };
+    sorted[(sorted.len() * pct / 100).min(last)].as_secs_f64() * 1e6
+}
+
+fn p50_us(mut v: Vec<Duration>) -> f64 {
     v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e6
+    percentile_us(&v, 50)
 }
 
 pub fn bench_case(
@@ -119,6 +124,7 @@ pub fn bench_case(
         max_memory_bytes: 1 << 30,
     };
 
+    let text = input.to_string();
     let mut plugins = Vec::new();
     for p in &suite.plugins {
         let path = if p.path.is_absolute() {
@@ -134,7 +140,6 @@ pub fn bench_case(
         let t = Instant::now();
         let loaded = rt.load(&p.name, &path, None, settings, p.limits())?;
         let cached = t.elapsed();
-        let text = input.to_string();
         let (mut peak, mut whole, mut inst, mut run, mut down) =
             (0, vec![], vec![], vec![], vec![]);
         for _ in 0..calls {
@@ -176,8 +181,8 @@ pub fn bench_case(
         calls,
         // Chain time only: what one thread could sustain shaping objects.
         calls_per_second: calls as f64 / total.as_secs_f64(),
-        p50_us: times[times.len() / 2].as_secs_f64() * 1e6,
-        p99_us: times[(times.len() * 99 / 100).min(times.len() - 1)].as_secs_f64() * 1e6,
+        p50_us: percentile_us(&times, 50),
+        p99_us: percentile_us(&times, 99),
         plugins,
     })
 }
