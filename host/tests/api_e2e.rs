@@ -41,6 +41,21 @@ fn assert_detail(body: &Value, needle: &str) {
     assert!(detail.contains(needle), "{needle:?} not in {body}");
 }
 
+/// A cargo volume and a session on it: the session id and its Pod's name.
+async fn new_session(b: &TestServer, prefix: &str) -> (String, String) {
+    let id = unique(prefix);
+    create_volume(b, &format!("cargo-{id}")).await;
+    let (s, v) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let name = v["container_id"]
+        .as_str()
+        .expect("container_id")
+        .to_string();
+    (id, name)
+}
+
 async fn create_volume(b: &TestServer, name: &str) {
     let (s, v) = b
         .post_json(
@@ -219,13 +234,7 @@ async fn concurrent_first_waiters_all_return_and_destroy_waits_for_uncached_pods
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let mut names = Vec::new();
     for _ in 0..6 {
-        let id = unique("w");
-        create_volume(&b, &format!("cargo-{id}")).await;
-        let (s, v) = b
-            .post_json("/v1/sessions", &create_body(&id, &profile()))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        names.push(v["container_id"].as_str().unwrap().to_string());
+        names.push(new_session(&b, "w").await.1);
     }
     // No request has waited on this server yet: all six start together.
     let body = json!({ "runtime_port": 8123 });
@@ -246,14 +255,7 @@ async fn concurrent_first_waiters_all_return_and_destroy_waits_for_uncached_pods
     for name in &names {
         assert!(pods.get_opt(name).await.unwrap().is_none(), "{name}");
     }
-    let metrics = b
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.metrics().await;
     let applied = metrics
         .lines()
         .find_map(|l| l.strip_prefix("berth_pod_watch_events_total{outcome=\"applied\"} "))
@@ -265,19 +267,13 @@ async fn concurrent_first_waiters_all_return_and_destroy_waits_for_uncached_pods
 
     // Created and destroyed at once, while the watch may not have seen it.
     for _ in 0..3 {
-        let id = unique("u");
-        create_volume(&b, &format!("cargo-{id}")).await;
-        let (s, v) = b
-            .post_json("/v1/sessions", &create_body(&id, &profile()))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let name = v["container_id"].as_str().unwrap();
+        let (_, name) = new_session(&b, "u").await;
         assert_eq!(
             b.delete_status(&format!("/v1/sessions/{name}")).await,
             StatusCode::NO_CONTENT
         );
         assert!(
-            pods.get_opt(name).await.unwrap().is_none(),
+            pods.get_opt(&name).await.unwrap().is_none(),
             "destroy returned while {name} still existed"
         );
     }
@@ -290,13 +286,7 @@ async fn stop_and_gc_force_removal() {
     let b = berth(&ns, vec![]).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let id = unique("g");
-        create_volume(&b, &format!("cargo-{id}")).await;
-        let (s, _) = b
-            .post_json("/v1/sessions", &create_body(&id, &profile()))
-            .await;
-        assert_eq!(s, StatusCode::CREATED);
-        ids.push(id);
+        ids.push(new_session(&b, "g").await.0);
     }
     let (s, list) = b
         .post_json(
@@ -738,14 +728,7 @@ async fn policy_denials_create_nothing() {
             .unwrap()
             .is_none()
     );
-    let metrics = b2
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b2.metrics().await;
     assert!(
         metrics.contains("berth_plugin_failures_total{plugin=\"hostile-trap\",reason=\"trap\"} 1"),
         "{metrics}"
@@ -959,14 +942,7 @@ async fn auth_bad_requests_and_documents() {
         );
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
-    let metrics = b
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.metrics().await;
     assert!(
         metrics.contains(
             "berth_http_requests_total{method=\"POST\",route=\"/v1/sessions\",status=\"422\"}"

@@ -277,6 +277,12 @@ impl TestServer {
     pub async fn delete_status(&self, path: &str) -> reqwest::StatusCode {
         self.delete(path).send().await.expect("request").status()
     }
+
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self.get("/metrics").send().await.expect("request");
+        resp.text().await.expect("metrics text")
+    }
 }
 
 /// Status and body (JSON, or the text as a JSON string when it is not JSON).
