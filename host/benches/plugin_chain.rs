@@ -89,12 +89,13 @@ fn realistic() -> (Pod, berth::plugin::runtime::SessionContext, Context) {
             { "name": "browser", "image": "ghcr.io/example/gull:0.9.0", "runtime_type": "browser", "runtime_port": 8124,
               "resources": { "cpus": 1.0, "memory": "2g" }, "capabilities": ["browser"] }
         ],
-        "proxy": { "http": "http://proxy:3128", "https": "http://proxy:3128", "no_proxy": "localhost,.svc" }
+        "proxy": { "enabled": true, "http_proxy": "http://proxy:3128", "https_proxy": "http://proxy:3128", "no_proxy": ".corp" }
     }))
     .unwrap();
     let session = Session {
         id: "sess-8f2c1a".into(),
         sandbox_id: "sbx-41d7".into(),
+        owner: Some("alice".into()),
     };
     let cargo = Cargo {
         id: "cargo-41d7".into(),
@@ -111,6 +112,7 @@ fn realistic() -> (Pod, berth::plugin::runtime::SessionContext, Context) {
         profile: &profile,
         cargo: &cargo,
         labels: &labels,
+        instance_id: Some("bay-prod-1"),
     };
     let plan = objects::plan(&config, &req).unwrap();
     let pod = objects::session_pod(&config, &req, &plan);

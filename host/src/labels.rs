@@ -5,6 +5,48 @@ use std::collections::BTreeMap;
 
 const MAX_LABEL_VALUE: usize = 63;
 
+/// The rules below as JSON Schema patterns, for the OpenAPI document. The
+/// validators here enforce exactly these (with messages that say which rule
+/// failed); `tests::patterns_agree_with_the_validators` holds them together.
+pub const NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
+/// A non-empty label value.
+pub const VALUE_PATTERN: &str = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+/// A label value, possibly empty.
+pub const OPTIONAL_VALUE_PATTERN: &str = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$";
+pub const KEY_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+/// The schema of a label map: keys and values as Kubernetes takes them.
+pub fn label_map_schema() -> utoipa::openapi::Object {
+    label_map(0)
+}
+
+/// A label map with at least one entry: what a selector needs.
+pub fn label_selector_schema() -> utoipa::openapi::Object {
+    label_map(1)
+}
+
+fn label_map(min: usize) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .min_properties((min > 0).then_some(min))
+        .schema_type(Type::Object)
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(KEY_PATTERN))
+                .max_length(Some(317)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(OPTIONAL_VALUE_PATTERN))
+                .max_length(Some(MAX_LABEL_VALUE)),
+        ))
+        .build()
+}
+
 fn is_alnum(c: char) -> bool {
     c.is_ascii_alphanumeric()
 }
@@ -147,6 +189,47 @@ mod tests {
                 .contains("64 characters")
         );
         assert!(validate_label_value("-a").is_err());
+    }
+
+    #[test]
+    fn patterns_agree_with_the_validators() {
+        let name = regex::Regex::new(NAME_PATTERN).unwrap();
+        let value = regex::Regex::new(OPTIONAL_VALUE_PATTERN).unwrap();
+        let key = regex::Regex::new(KEY_PATTERN).unwrap();
+        for v in [
+            "a",
+            "a.b",
+            "a-b",
+            "A",
+            "a_b",
+            "-a",
+            "a-",
+            "a..b",
+            "a.-b",
+            "",
+            "é",
+            "a b",
+            "a/b",
+            "bay.owner",
+            "example.com/x",
+            "x/",
+            "/x",
+            "Ab.c_d-e",
+            &"a".repeat(63),
+            &"a".repeat(64),
+        ] {
+            assert_eq!(
+                name.is_match(v) && v.len() <= 253,
+                validate_dns_subdomain(v).is_ok(),
+                "name {v:?}"
+            );
+            assert_eq!(
+                value.is_match(v),
+                validate_label_value(v).is_ok(),
+                "value {v:?}"
+            );
+            assert_eq!(key.is_match(v), validate_label_key(v).is_ok(), "key {v:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod harness;
 pub mod labels;
 pub mod metrics;
 pub mod model;
+pub mod numbers;
 pub mod objects;
 pub mod plugin;
 pub mod quantity;

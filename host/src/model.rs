@@ -8,9 +8,22 @@ use utoipa::ToSchema;
 
 /// The session being started (Bay's `Session`).
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Session {
+    /// Becomes the Pod name `<prefix>-session-<id>` and a label value.
+    #[schema(
+        pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        max_length = 63
+    )]
     pub id: String,
+    #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
     pub sandbox_id: String,
+    /// The sandbox's owner (Bay keeps it on the sandbox and its cargo). Set as
+    /// the `<prefix>.owner` label, which Bay's contract puts on every runtime
+    /// instance; must be a valid label value.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
+    pub owner: Option<String>,
 }
 
 /// Bay's `ResourceSpec`: `cpus` as a float, `memory` as "1g", "512m" or "1Gi".
@@ -18,6 +31,7 @@ pub struct Session {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     #[serde(default = "default_cpus")]
+    #[schema(exclusive_minimum = 0.0)]
     pub cpus: f64,
     #[serde(default = "default_memory")]
     pub memory: String,
@@ -39,35 +53,94 @@ impl Default for Resources {
     }
 }
 
-/// Proxy settings resolved by Bay for the profile.
+/// Bay's `ProxyConfig`, with Bay's field names and defaults. Given on a
+/// container it wins over the profile's; the first one found is used whole
+/// (no field-by-field merge), as Bay resolves it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Proxy {
-    pub http: Option<String>,
-    pub https: Option<String>,
+    /// Off unless set: an explicit `enabled: false` turns the proxy off for
+    /// this container or profile even where a wider one is on.
+    #[serde(default)]
+    pub enabled: bool,
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    /// Appended, after a comma, to `default_no_proxy`.
     pub no_proxy: Option<String>,
+    /// Bay's default no-proxy list; Bay's own default when absent.
+    #[serde(default = "default_no_proxy")]
+    pub default_no_proxy: String,
+}
+
+/// Bay's `ProxyConfig.default_no_proxy`: loopback, the private ranges,
+/// link-local and the cluster's own names.
+pub const DEFAULT_NO_PROXY: &str = "localhost,127.0.0.1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,169.254.0.0/16,*.local,.svc,.svc.cluster.local,.pod.cluster.local";
+
+fn default_no_proxy() -> String {
+    DEFAULT_NO_PROXY.into()
+}
+
+impl Proxy {
+    /// The environment this proxy gives a container: nothing when disabled;
+    /// otherwise each variable in upper and lower case, as Bay's drivers set
+    /// them.
+    pub fn env(&self) -> Vec<(String, String)> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let no_proxy = match self.no_proxy.as_deref() {
+            Some(extra) if !extra.is_empty() => format!("{},{extra}", self.default_no_proxy),
+            _ => self.default_no_proxy.clone(),
+        };
+        let mut out = Vec::new();
+        for (name, value) in [
+            ("HTTP_PROXY", self.http_proxy.clone()),
+            ("HTTPS_PROXY", self.https_proxy.clone()),
+            ("NO_PROXY", Some(no_proxy)),
+        ] {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                out.push((name.to_string(), v.clone()));
+                out.push((name.to_lowercase(), v));
+            }
+        }
+        out
+    }
 }
 
 /// One container of a session (Bay's container spec).
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
     pub name: String,
+    #[schema(pattern = "\\S")]
     pub image: String,
     #[serde(default = "default_runtime_type")]
     pub runtime_type: String,
-    #[serde(default = "default_runtime_port")]
+    #[serde(
+        default = "default_runtime_port",
+        deserialize_with = "crate::numbers::port"
+    )]
+    #[schema(minimum = 1, maximum = 65535)]
     pub runtime_port: u16,
     #[serde(default)]
     pub resources: Option<Resources>,
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Capabilities Bay routes to this container first (Bay's `primary_for`).
+    #[serde(default)]
+    pub primary_for: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// This container's proxy; wins over the profile's when given.
+    #[serde(default)]
+    pub proxy: Option<Proxy>,
     #[serde(default)]
     pub health_check_path: Option<String>,
-    /// The container whose port is the session's runtime port and whose logs
-    /// `logs` returns; the first one when none is marked.
+    /// Marks the primary container explicitly. Without a mark the primary is
+    /// chosen as Bay chooses it: the first container named `primary` or
+    /// `ship`, else the first container. Its port is the session's runtime
+    /// port and `logs` reads it by default.
     #[serde(default)]
     pub primary: bool,
     /// A Kubernetes SecurityContext the profile asks for, passed through to
@@ -88,12 +161,17 @@ fn default_runtime_port() -> u16 {
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
     pub id: String,
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default = "default_runtime_type")]
     pub runtime_type: String,
-    #[serde(default = "default_runtime_port")]
+    #[serde(
+        default = "default_runtime_port",
+        deserialize_with = "crate::numbers::port"
+    )]
+    #[schema(minimum = 1, maximum = 65535)]
     pub runtime_port: u16,
     #[serde(default)]
     pub resources: Option<Resources>,
@@ -101,6 +179,9 @@ pub struct Profile {
     pub capabilities: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The proxy of every container that has none of its own. A caller that
+    /// has a global proxy (Bay's `settings.proxy`) sends it here when the
+    /// profile has none.
     #[serde(default)]
     pub proxy: Option<Proxy>,
     #[serde(default)]
@@ -123,7 +204,17 @@ impl Profile {
             if primaries > 1 {
                 return Err("profile.containers: more than one container is marked primary".into());
             }
-            let idx = specs.iter().position(|c| c.primary).unwrap_or(0);
+            // Bay's rule (`ProfileConfig.get_primary_container`) unless one
+            // is marked.
+            let idx = specs
+                .iter()
+                .position(|c| c.primary)
+                .or_else(|| {
+                    specs
+                        .iter()
+                        .position(|c| c.name == "primary" || c.name == "ship")
+                })
+                .unwrap_or(0);
             let primary = specs.remove(idx);
             specs.insert(
                 0,
@@ -145,7 +236,9 @@ impl Profile {
             runtime_port: self.runtime_port,
             resources: self.resources.clone(),
             capabilities: self.capabilities.clone(),
+            primary_for: Vec::new(),
             env: self.env.clone(),
+            proxy: None,
             health_check_path: None,
             primary: true,
             security_context: self.security_context.clone(),
@@ -157,13 +250,60 @@ impl Profile {
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cargo {
+    #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
     pub id: String,
     /// The PVC name (Bay's `driver_ref`).
+    #[schema(
+        pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        max_length = 253
+    )]
     pub driver_ref: String,
-    #[serde(default = "default_size_limit")]
+    /// The cargo's size in MiB. `create` grows a smaller claim to the size
+    /// the policy chain gives this cargo (Bay's `create_volume` carries no
+    /// size, so this is where Bay's size reaches Kubernetes).
+    #[serde(
+        default = "default_size_limit",
+        deserialize_with = "crate::numbers::size_mb"
+    )]
+    #[schema(minimum = 1, maximum = 1073741824)]
     pub size_limit_mb: u64,
 }
 
 fn default_size_limit() -> u64 {
     1024
+}
+
+/// The body of `POST /v1/sessions` and `POST /v1/render/pod`: what Bay's
+/// `create(session, profile, cargo, labels)` is given, plus the GC instance
+/// id Bay's own driver reads from its settings.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub session: Session,
+    pub profile: Profile,
+    pub cargo: Cargo,
+    /// Extra labels from the caller. Berth's own (`<prefix>.session_id`,
+    /// `.sandbox_id`, `.cargo_id`, `.profile_id`, `.runtime_port`,
+    /// `.managed`, and `.owner` / `.instance_id` when given as fields) win
+    /// over these.
+    #[serde(default)]
+    #[schema(schema_with = crate::labels::label_map_schema)]
+    pub labels: BTreeMap<String, String>,
+    /// Bay's GC instance id (`settings.gc.get_instance_id()`): the
+    /// `<prefix>.instance_id` label Bay's orphan-container GC lists by.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
+    pub instance_id: Option<String>,
+}
+
+impl CreateSession {
+    pub fn as_request(&self) -> crate::objects::SessionRequest<'_> {
+        crate::objects::SessionRequest {
+            session: &self.session,
+            profile: &self.profile,
+            cargo: &self.cargo,
+            labels: &self.labels,
+            instance_id: self.instance_id.as_deref(),
+        }
+    }
 }

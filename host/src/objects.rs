@@ -28,6 +28,9 @@ pub struct SessionRequest<'a> {
     pub profile: &'a Profile,
     pub cargo: &'a Cargo,
     pub labels: &'a BTreeMap<String, String>,
+    /// Bay's GC instance id (`settings.gc.get_instance_id()`), set as the
+    /// `<prefix>.instance_id` label Bay's orphan GC lists by.
+    pub instance_id: Option<&'a str>,
 }
 
 /// The Pod name of a session; Bay's `container_id`.
@@ -50,12 +53,19 @@ pub struct SessionPlan {
 pub fn plan(config: &Config, req: &SessionRequest) -> Result<SessionPlan, Error> {
     let keys = LabelKeys::new(&config.label_prefix);
     let s = req.session;
-    for (field, v) in [
-        ("session.id", s.id.as_str()),
-        ("session.sandbox_id", s.sandbox_id.as_str()),
-        ("profile.id", req.profile.id.as_str()),
-        ("cargo.id", req.cargo.id.as_str()),
-    ] {
+    let mut own = vec![
+        ("session.id", "session_id", s.id.as_str()),
+        ("session.sandbox_id", "sandbox_id", s.sandbox_id.as_str()),
+        ("profile.id", "profile_id", req.profile.id.as_str()),
+        ("cargo.id", "cargo_id", req.cargo.id.as_str()),
+    ];
+    if let Some(owner) = &s.owner {
+        own.push(("session.owner", "owner", owner.as_str()));
+    }
+    if let Some(instance) = req.instance_id {
+        own.push(("instance_id", "instance_id", instance));
+    }
+    for (field, _, v) in &own {
         if v.is_empty() {
             return Err(invalid(format!("{field} must not be empty")));
         }
@@ -104,10 +114,9 @@ pub fn plan(config: &Config, req: &SessionRequest) -> Result<SessionPlan, Error>
 
     // Bay's labels first, then Berth's, so a caller cannot override Berth's.
     let mut out = req.labels.clone();
-    out.insert(keys.key("session_id"), s.id.clone());
-    out.insert(keys.key("sandbox_id"), s.sandbox_id.clone());
-    out.insert(keys.key("cargo_id"), req.cargo.id.clone());
-    out.insert(keys.key("profile_id"), req.profile.id.clone());
+    for (_, key, v) in &own {
+        out.insert(keys.key(key), v.to_string());
+    }
     out.insert(keys.key("runtime_port"), primary.runtime_port.to_string());
     out.insert(keys.managed(), "true".into());
 
@@ -134,17 +143,10 @@ fn env(req: &SessionRequest, spec: &ContainerSpec, multi: bool) -> Vec<EnvVar> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     vars.extend(req.profile.env.clone());
     vars.extend(spec.env.clone());
-    if let Some(p) = &req.profile.proxy {
-        for (name, value) in [
-            ("HTTP_PROXY", &p.http),
-            ("HTTPS_PROXY", &p.https),
-            ("NO_PROXY", &p.no_proxy),
-        ] {
-            if let Some(v) = value {
-                vars.insert(name.into(), v.clone());
-                vars.insert(name.to_lowercase(), v.clone());
-            }
-        }
+    // Bay resolves container > profile (> global, which its caller sends as
+    // the profile's) and uses the winner whole.
+    if let Some(p) = spec.proxy.as_ref().or(req.profile.proxy.as_ref()) {
+        vars.extend(p.env());
     }
     vars.insert("BAY_SESSION_ID".into(), req.session.id.clone());
     vars.insert("BAY_SANDBOX_ID".into(), req.session.sandbox_id.clone());
@@ -267,11 +269,13 @@ pub fn session_pod(config: &Config, req: &SessionRequest, plan: &SessionPlan) ->
     }
 }
 
-/// The cargo PVC as Berth builds it, before plugins.
+/// The cargo PVC as Berth builds it, before plugins: `size_mb` MiB when the
+/// caller gives a size, else the configured `default_storage_size`.
 pub fn cargo_pvc(
     config: &Config,
     name: &str,
     labels: &BTreeMap<String, String>,
+    size_mb: Option<u64>,
 ) -> PersistentVolumeClaim {
     let keys = LabelKeys::new(&config.label_prefix);
     let mut all = labels.clone();
@@ -288,7 +292,11 @@ pub fn cargo_pvc(
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity(config.default_storage_size.clone()),
+                    Quantity(
+                        size_mb
+                            .map(|mb| format!("{mb}Mi"))
+                            .unwrap_or_else(|| config.default_storage_size.clone()),
+                    ),
                 )])),
                 limits: None,
             }),
@@ -297,6 +305,14 @@ pub fn cargo_pvc(
         }),
         status: None,
     }
+}
+
+/// The cargo size plugins see when the caller gave none: the configured
+/// default size, in MiB.
+pub fn default_size_mb(config: &Config) -> u64 {
+    quantity::parse_bytes(&config.default_storage_size)
+        .map(|b| b.div_ceil(1 << 20))
+        .unwrap_or(1024)
 }
 
 /// The context plugins see for a cargo PVC.

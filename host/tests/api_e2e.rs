@@ -111,7 +111,7 @@ async fn full_session_life() {
     assert_eq!(s, StatusCode::OK, "{started}");
     let endpoint = started["endpoint"].as_str().unwrap();
     assert!(
-        endpoint.starts_with("http://10.244.") && endpoint.ends_with(":8123"),
+        endpoint.starts_with("http://127.1.") && endpoint.ends_with(":8123"),
         "{endpoint}"
     );
 
@@ -326,14 +326,14 @@ async fn stop_and_gc_force_removal() {
             .status(),
         StatusCode::NO_CONTENT
     );
-    // Both are gone or on their way out; the third is untouched.
-    for name in [&victim, &stopped] {
-        let p = pods.get_opt(name).await.unwrap();
-        assert!(
-            p.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
-            "{name}"
-        );
-    }
+    // Stop waits like destroy: the Pod is gone when it returns. The forced
+    // removal does not wait, but its Pod is on its way out.
+    assert!(pods.get_opt(&stopped).await.unwrap().is_none(), "{stopped}");
+    let p = pods.get_opt(&victim).await.unwrap();
+    assert!(
+        p.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "{victim}"
+    );
     assert!(
         pods.get_opt(&format!("bay-session-{}", ids[2]))
             .await
@@ -431,9 +431,23 @@ async fn sidecar_sessions() {
         .await;
     assert_eq!(logs["logs"], "berth-test log line 5\n");
 
+    // Bay hands back its own records: name, container_id, runtime_type and
+    // capabilities; no port, no status. Start reads the ports from the Pod.
+    let bays: Vec<Value> = started
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!({ "name": c["name"], "container_id": c["container_id"], "runtime_type": c["runtime_type"], "capabilities": c["capabilities"] }))
+        .collect();
+    let (s, again) = b
+        .post_json("/v1/multi-sessions/start", &json!({ "containers": bays }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again[1]["endpoint"], started[1]["endpoint"]);
+    assert_eq!(again[1]["runtime_port"], 8124);
     let r = b
         .post("/v1/multi-sessions/destroy")
-        .json(&json!({ "containers": started }))
+        .json(&json!({ "containers": bays }))
         .send()
         .await
         .unwrap();
@@ -648,13 +662,15 @@ async fn start_times_out_with_what_the_pod_waits_for() {
     let ns = namespace(&client, "slow", &[]).await;
     // A claim no PV can satisfy stays Pending; the scheduler keeps retrying,
     // which is not a fatal reason.
-    let b = berth_with(&ns, vec![], |c| {
-        c.startup_timeout_s = 2;
-        c.default_storage_size = "500Gi".into();
-    })
-    .await;
+    let b = berth_with(&ns, vec![], |c| c.startup_timeout_s = 2).await;
     let id = unique("t");
-    create_volume(&b, &format!("cargo-{id}")).await;
+    let (s, v) = b
+        .post_json(
+            "/v1/volumes",
+            &json!({ "name": format!("cargo-{id}"), "size_limit_mb": 500 * 1024 }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, _) = b
         .post_json("/v1/sessions", &create_body(&id, &profile()))
         .await;
@@ -771,6 +787,118 @@ async fn restricted_namespace_with_and_without_the_restricted_plugin() {
     .await;
     assert_eq!(body["plugin"], "kubernetes-admission");
     assert_detail(&body, "violates PodSecurity \"restricted:latest\"");
+}
+
+#[tokio::test]
+async fn baseline_namespace_admits_ship_as_it_runs() {
+    let client = kube_client().await;
+    let ns = pss_namespace(&client, "base", "baseline").await;
+    let baseline = plugin(
+        "restricted",
+        "berth_plugin_restricted",
+        json!({ "level": "baseline" }),
+    );
+    let b = berth(&ns, vec![baseline]).await;
+    // Ship starts as root and runs its shell through sudo.
+    let mut ship = profile();
+    ship.security_context = Some(serde_json::from_value(json!({ "runAsUser": 0 })).unwrap());
+    let id = unique("b");
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let (s, v) = b.post_json("/v1/sessions", &create_body(&id, &ship)).await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "PodSecurity baseline admits it: {v}"
+    );
+    let (s, v) = b
+        .post_json(&format!("/v1/sessions/bay-session-{id}/start"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get(&format!("bay-session-{id}"))
+        .await
+        .unwrap();
+    let spec = pod.spec.unwrap();
+    let psc = spec.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, None, "sudo needs root");
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let sc = spec.containers[0].security_context.clone().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, None);
+    assert_eq!(sc.privileged, Some(false));
+
+    // What baseline forbids, the plugin denies by name before admission...
+    let mut privileged = profile();
+    privileged.security_context =
+        Some(serde_json::from_value(json!({ "privileged": true })).unwrap());
+    let id2 = unique("b");
+    create_volume(&b, &format!("cargo-{id2}")).await;
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&create_body(&id2, &privileged))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "denied_by_policy",
+    )
+    .await;
+    assert_eq!(body["plugin"], "restricted");
+    // ...and without the plugin, PodSecurity admission refuses the same Pod.
+    let bare = berth(&ns, vec![]).await;
+    let body = problem(
+        bare.post("/v1/sessions")
+            .json(&create_body(&id2, &privileged))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "denied_by_policy",
+    )
+    .await;
+    assert_eq!(body["plugin"], "kubernetes-admission");
+    assert_detail(&body, "violates PodSecurity \"baseline:latest\"");
+}
+
+#[tokio::test]
+async fn an_idle_pod_watch_stays_healthy_and_a_timeout_says_what_the_pod_waits_for() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "idle", &[]).await;
+    let b = berth_with(&ns, vec![], |c| c.startup_timeout_s = 40).await;
+    let id = unique("i");
+    // A claim that never binds: its StorageClass does not exist.
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": { "name": format!("cargo-{id}") },
+        "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "berth-test-none",
+                  "resources": { "requests": { "storage": "1Gi" } } }
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &pvc)
+        .await
+        .unwrap();
+    let (s, v) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The wait outlives the client's 30 s read timeout in a namespace where
+    // nothing else happens: the watch must stay quiet and healthy.
+    let body = problem(
+        b.post(&format!("/v1/sessions/bay-session-{id}/start"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+    )
+    .await;
+    assert_detail(&body, "not running after 40s");
+    assert_detail(&body, "unbound immediate PersistentVolumeClaims");
+    let metrics = b.metrics().await;
+    assert!(
+        !metrics.contains("berth_pod_watch_events_total{outcome=\"error\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

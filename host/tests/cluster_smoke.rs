@@ -74,7 +74,10 @@ async fn pvc_binds_pod_schedules_runs_and_is_deleted() {
         .pod_ip
         .clone()
         .expect("pod IP");
-    assert!(ip.starts_with("10.244."), "pod IP {ip} from kwok's CIDR");
+    assert!(
+        ip.starts_with("127.1."),
+        "pod IP {ip} from kwok's loopback CIDR"
+    );
 
     // Logs travel apiserver -> kwok's kubelet API on loopback.
     let logs = pods

@@ -168,6 +168,16 @@ async fn berth_runs_a_session_with_only_its_role() {
         "{}",
         r.text().await.unwrap()
     );
+    // The claim was made at the default 1Gi; the cargo asks for 2048 MiB.
+    let claim =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .get(&format!("cargo-{id}"))
+            .await
+            .unwrap();
+    assert_eq!(
+        claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "2Gi"
+    );
     let pod = format!("bay-session-{id}");
     let r = b
         .post(&format!("/v1/sessions/{pod}/start"))

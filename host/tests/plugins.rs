@@ -37,6 +37,7 @@ fn base(profile: &berth::model::Profile) -> (Pod, SessionContext) {
         profile,
         cargo: &c,
         labels: &l,
+        instance_id: None,
     };
     let plan = objects::plan(&config, &req).expect("plan");
     (objects::session_pod(&config, &req, &plan), plan.context)
@@ -192,7 +193,7 @@ fn pvc_is_sized_from_the_cargo_and_bounded() {
     let engine = engine(&shipped_chain()).expect("load");
     let config = test_config("berth-plain");
     let labels = labels();
-    let pvc = objects::cargo_pvc(&config, "cargo-c1", &labels);
+    let pvc = objects::cargo_pvc(&config, "cargo-c1", &labels, None);
     let ctx = objects::cargo_context(&config, "cargo-c1", &labels, 4096);
     let shaped = engine
         .chain()
@@ -543,7 +544,7 @@ fn pvc_hook_identity_is_protected_too() {
     let config = test_config("berth-plain");
     let mut l = labels();
     l.insert("bay.session_id".into(), "s1".into());
-    let pvc: PersistentVolumeClaim = objects::cargo_pvc(&config, "cargo-c1", &l);
+    let pvc: PersistentVolumeClaim = objects::cargo_pvc(&config, "cargo-c1", &l, None);
     let ctx = objects::cargo_context(&config, "cargo-c1", &l, 1024);
     let r = engine.chain().shape(engine.runtime(), &ctx, pvc, "bay");
     assert!(matches!(

@@ -175,7 +175,7 @@ EOF
     KWOK_PORT=$(free_port)
     start kwok "$DIR/kwok.log" env HOME="$DIR/kwok-home" "$BIN/kwok" --kubeconfig="$DIR/kubeconfig" \
       --config="$BIN/kwok-stage/fast" --config="$DIR/kwok-logs.yaml" \
-      --manage-all-nodes=true --cidr=10.244.0.0/16 \
+      --manage-all-nodes=true --cidr="${BERTH_TEST_POD_CIDR:-127.1.0.0/16}" \
       --node-name=localhost --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
       --tls-cert-file="$DIR/pki/apiserver.crt" --tls-private-key-file="$DIR/pki/apiserver.key" \
       --node-lease-duration-seconds=40 ${BERTH_TEST_KWOK_EXTRA_ARGS:-}
@@ -204,7 +204,7 @@ seed_objects() {
   api POST /api/v1/nodes "$(node_json kwok-node-1 "{$base,\"kubernetes.io/hostname\":\"kwok-node-1\",\"berth.test/pool\":\"sandbox\"}" '[]')" >/dev/null
   api POST /api/v1/nodes "$(node_json kwok-node-2 "{$base,\"kubernetes.io/hostname\":\"kwok-node-2\",\"berth.test/pool\":\"dedicated\"}" '[{"key":"berth.test/dedicated","value":"sandbox","effect":"NoSchedule"}]')" >/dev/null
 
-  api POST /apis/storage.k8s.io/v1/storageclasses '{"apiVersion":"storage.k8s.io/v1","kind":"StorageClass","metadata":{"name":"standard","annotations":{"storageclass.kubernetes.io/is-default-class":"true"}},"provisioner":"kubernetes.io/no-provisioner","volumeBindingMode":"Immediate","reclaimPolicy":"Retain"}' >/dev/null
+  api POST /apis/storage.k8s.io/v1/storageclasses '{"apiVersion":"storage.k8s.io/v1","kind":"StorageClass","metadata":{"name":"standard","annotations":{"storageclass.kubernetes.io/is-default-class":"true"}},"provisioner":"kubernetes.io/no-provisioner","volumeBindingMode":"Immediate","reclaimPolicy":"Retain","allowVolumeExpansion":true}' >/dev/null
   # No provisioner exists, so claims bind to these. Retain leaves a used PV
   # Released, so there must be one per claim a whole test run makes.
   local n=${BERTH_TEST_PVS:-300} i

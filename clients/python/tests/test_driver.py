@@ -74,7 +74,7 @@ async def test_full_session_life(driver: BerthDriver):
     assert cid == f"bay-session-{session.id}"
     assert await driver.create(session, Profile(), cargo, LABELS) == cid  # idempotent
     endpoint = await driver.start(cid, 8123)
-    assert endpoint.startswith("http://10.244.") and endpoint.endswith(":8123")
+    assert endpoint.startswith("http://127.1.") and endpoint.endswith(":8123")
     info = await driver.status(cid, runtime_port=8123)
     assert info.status == "running" and info.endpoint == endpoint
     assert (await driver.logs(cid, tail=1)) == "berth-test log line 5\n"
@@ -159,6 +159,6 @@ async def test_twenty_concurrent_session_starts(driver: BerthDriver):
 
     results = await asyncio.gather(*(one(s, c) for s, c in pairs))
     assert len({cid for cid, _ in results}) == 20
-    assert all(ep.startswith("http://10.244.") for _, ep in results)
+    assert all(ep.startswith("http://127.1.") for _, ep in results)
     await asyncio.gather(*(driver.destroy(cid) for cid, _ in results))
     await asyncio.gather(*(driver.delete_volume(c.driver_ref) for _, c in pairs))

@@ -11,22 +11,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, Problem, Shared};
-use crate::driver::{Created, MultiContainerInfo, RuntimeInstance, StatusInfo};
+use crate::driver::{Created, MultiContainerInfo, MultiContainerRef, RuntimeInstance, StatusInfo};
 use crate::error::{Error, Result};
-use crate::model::{Cargo, Profile, Session};
+use crate::model::{Cargo, CreateSession, Profile, Session};
+use crate::objects::SessionRequest;
 use crate::plugin::StepDiff;
 use crate::plugin::chain::PluginSummary;
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSessionRequest {
-    pub session: Session,
-    pub profile: Profile,
-    pub cargo: Cargo,
-    /// Extra labels from Bay (e.g. `bay.owner`, `bay.instance_id`).
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,13 +29,19 @@ pub struct CreateMultiRequest {
     #[serde(default)]
     pub network_name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::labels::label_map_schema)]
     pub labels: BTreeMap<String, String>,
+    /// Bay's GC instance id, as in `POST /v1/sessions`.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    #[serde(default = "default_port")]
+    #[serde(default = "default_port", deserialize_with = "crate::numbers::port")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub runtime_port: u16,
 }
 
@@ -80,23 +76,29 @@ pub struct LogsResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultiRequest {
-    pub containers: Vec<MultiContainerInfo>,
+    /// What `create_multi` (or `start_multi`) returned, or Bay's own record of
+    /// it: only `name` and `container_id` are required.
+    pub containers: Vec<MultiContainerRef>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeRequest {
     /// PVC name (Bay's cargo `driver_ref`).
+    #[schema(
+        pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        max_length = 253
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(schema_with = crate::labels::label_map_schema)]
     pub labels: BTreeMap<String, String>,
-    /// The cargo's size limit; plugins size the claim from it.
-    #[serde(default = "default_size")]
-    pub size_limit_mb: u64,
-}
-
-fn default_size() -> u64 {
-    1024
+    /// The cargo's size in MiB: the claim asks for this much (before
+    /// plugins). Absent, the claim gets the configured
+    /// `default_storage_size`, as Bay's driver gives it.
+    #[serde(default, deserialize_with = "crate::numbers::opt_size_mb")]
+    #[schema(minimum = 1, maximum = 1073741824)]
+    pub size_limit_mb: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -112,13 +114,15 @@ pub struct ExistsResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRequest {
-    /// Every label must match.
+    /// Every label must match; at least one.
+    #[schema(schema_with = crate::labels::label_selector_schema)]
     pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionNetworkRequest {
+    #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
     pub session_id: String,
 }
 
@@ -145,17 +149,14 @@ pub struct PluginsResponse {
     pub last_reload_error: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/sessions", request_body = CreateSessionRequest,
+#[utoipa::path(post, path = "/v1/sessions", request_body = CreateSession,
     responses((status = 201, body = Created), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create_session(
     State(s): State<Shared>,
-    ApiJson(r): ApiJson<CreateSessionRequest>,
+    ApiJson(r): ApiJson<CreateSession>,
 ) -> Result<impl IntoResponse> {
-    let created = s
-        .driver
-        .create(&r.session, &r.profile, &r.cargo, &r.labels)
-        .await?;
+    let created = s.driver.create(&r.as_request()).await?;
     let status = if created.adopted {
         StatusCode::OK
     } else {
@@ -223,10 +224,14 @@ pub async fn create_multi(
     ApiJson(r): ApiJson<CreateMultiRequest>,
 ) -> Result<impl IntoResponse> {
     tracing::debug!(network = ?r.network_name, "session networks are no-ops on Kubernetes");
-    let infos = s
-        .driver
-        .create_multi(&r.session, &r.profile, &r.cargo, &r.labels)
-        .await?;
+    let req = SessionRequest {
+        session: &r.session,
+        profile: &r.profile,
+        cargo: &r.cargo,
+        labels: &r.labels,
+        instance_id: r.instance_id.as_deref(),
+    };
+    let infos = s.driver.create_multi(&req).await?;
     Ok((StatusCode::CREATED, Json(infos)))
 }
 
@@ -239,20 +244,12 @@ pub async fn start_multi(
     Ok(Json(s.driver.start_multi(r.containers).await?))
 }
 
-fn multi_pod(r: &MultiRequest) -> Result<String> {
-    let first = r
-        .containers
-        .first()
-        .ok_or_else(|| Error::InvalidRequest("containers must not be empty".into()))?;
-    Ok(first.container_id.clone())
-}
-
 #[utoipa::path(post, path = "/v1/multi-sessions/stop", request_body = MultiRequest, responses((status = 204)), security(("bearer" = [])))]
 pub async fn stop_multi(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<MultiRequest>,
 ) -> Result<StatusCode> {
-    s.driver.stop(&multi_pod(&r)?).await?;
+    s.driver.stop_multi(&r.containers).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -261,7 +258,7 @@ pub async fn destroy_multi(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<MultiRequest>,
 ) -> Result<StatusCode> {
-    s.driver.destroy(&multi_pod(&r)?).await?;
+    s.driver.destroy_multi(&r.containers).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,14 +285,18 @@ pub async fn delete_volume(
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = ExistsResponse)), security(("bearer" = [])))]
+    responses((status = 200, body = ExistsResponse, description = "the volume exists"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "no such volume")),
+    security(("bearer" = [])))]
 pub async fn volume_exists(
     State(s): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<Json<ExistsResponse>> {
-    Ok(Json(ExistsResponse {
-        exists: s.driver.volume_exists(&name).await?,
-    }))
+    if s.driver.volume_exists(&name).await? {
+        Ok(Json(ExistsResponse { exists: true }))
+    } else {
+        Err(Error::NotFound(format!("volume {name} does not exist")))
+    }
 }
 
 #[utoipa::path(post, path = "/v1/runtime-instances/list", request_body = ListRequest,
@@ -347,19 +348,14 @@ fn render_response<T: Serialize>(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/render/pod", request_body = CreateSessionRequest,
+#[utoipa::path(post, path = "/v1/render/pod", request_body = CreateSession,
     responses((status = 200, body = RenderResponse), (status = 403, body = Problem)), security(("bearer" = [])))]
 pub async fn render_pod(
     State(s): State<Shared>,
-    ApiJson(r): ApiJson<CreateSessionRequest>,
+    ApiJson(r): ApiJson<CreateSession>,
 ) -> Result<Json<RenderResponse>> {
     let generation = s.driver.policy().chain().generation;
-    render_response(
-        s.driver
-            .render_pod(&r.session, &r.profile, &r.cargo, &r.labels)
-            .await?,
-        generation,
-    )
+    render_response(s.driver.render_pod(&r.as_request()).await?, generation)
 }
 
 #[utoipa::path(post, path = "/v1/render/pvc", request_body = VolumeRequest,

@@ -1,10 +1,18 @@
-//! The OpenAPI document, generated from the handlers and types.
+//! The OpenAPI document, generated from the handlers and types, then
+//! completed with what every route shares: bearer auth, the error answers
+//! the extractor, auth layer and error mapping give, and their
+//! `application/problem+json` content type.
 
 use axum::Json;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::handlers;
+use super::problem::{PROBLEM_JSON, Problem, ProblemCode};
+use crate::labels;
 
 struct BearerAuth;
 
@@ -15,6 +23,95 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Adds the answers every route can give and makes every error answer a
+/// problem document.
+struct ErrorResponses;
+
+fn problem(description: &str) -> RefOr<Response> {
+    let mut r = Response::new(description);
+    r.content.insert(
+        PROBLEM_JSON.into(),
+        Content::new(Some(Ref::from_schema_name("Problem"))),
+    );
+    RefOr::T(r)
+}
+
+fn complete(op: &mut Operation) {
+    // Every path parameter is a Kubernetes object name.
+    for p in op.parameters.iter_mut().flatten() {
+        if p.parameter_in == ParameterIn::Path {
+            p.schema = Some(RefOr::T(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(labels::NAME_PATTERN))
+                    .max_length(Some(253))
+                    .into(),
+            ));
+        }
+    }
+    let body = op.request_body.is_some();
+    let mut add = |status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| problem(description));
+    };
+    add("401", "unauthorized: no or a wrong bearer token");
+    add(
+        "422",
+        "invalid_request: a name, label or value Kubernetes would refuse",
+    );
+    add("500", "internal or plugin_failed");
+    add(
+        "502",
+        "kubernetes_unavailable: the API server answered with an unexpected error",
+    );
+    add(
+        "503",
+        "kubernetes_unavailable: the API server cannot be reached",
+    );
+    if body {
+        add(
+            "400",
+            "invalid_request: the body is not the JSON this route takes",
+        );
+        add(
+            "413",
+            "invalid_request: the body is larger than max_body_bytes",
+        );
+        add("415", "invalid_request: the body is not application/json");
+    }
+    // Error answers are problem documents, whatever the handler annotation
+    // said.
+    for (status, resp) in op.responses.responses.iter_mut() {
+        if (status.starts_with('4') || status.starts_with('5'))
+            && let RefOr::T(r) = resp
+        {
+            let description = r.description.clone();
+            *resp = problem(&description);
+        }
+    }
+}
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                complete(op);
+            }
+        }
     }
 }
 
@@ -30,7 +127,8 @@ impl Modify for BearerAuth {
         handlers::create_session_network, handlers::remove_session_network,
         handlers::render_pod, handlers::render_pvc, handlers::plugins, handlers::reload_plugins,
     ),
-    modifiers(&BearerAuth)
+    components(schemas(Problem, ProblemCode)),
+    modifiers(&BearerAuth, &ErrorResponses)
 )]
 pub struct ApiDoc;
 

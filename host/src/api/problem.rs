@@ -9,6 +9,25 @@ use utoipa::ToSchema;
 
 use crate::error::Error;
 
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The stable, machine-readable kinds of error; `Problem::code` is one.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    InvalidRequest,
+    Unauthorized,
+    NotFound,
+    Conflict,
+    DeniedByPolicy,
+    PluginFailed,
+    StartFailed,
+    Timeout,
+    KubernetesUnavailable,
+    Internal,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// URI of the problem type: `urn:berth:problem:<code>`.
@@ -17,8 +36,8 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// invalid_request | unauthorized | not_found | conflict | denied_by_policy
-    /// | plugin_failed | start_failed | timeout | kubernetes_unavailable | internal
+    /// The kind of error; stable across releases.
+    #[schema(value_type = ProblemCode)]
     pub code: String,
     /// The plugin that denied or failed, when one did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +67,7 @@ impl IntoResponse for Problem {
         let mut resp = (status, Json(self)).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/problem+json"),
+            header::HeaderValue::from_static(PROBLEM_JSON),
         );
         resp
     }

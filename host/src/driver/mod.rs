@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,10 +21,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::labels::{self, LabelKeys};
 use crate::metrics::Metrics;
-use crate::model::{Cargo, Profile, Session};
 use crate::objects::{self, SessionRequest};
 use crate::plugin::runtime::SessionContext;
 use crate::plugin::{PolicyEngine, PolicyError, Shapeable, Shaped};
+use crate::quantity;
 use state::{ContainerState, SessionStatus, StartOutcome};
 use watch::PodWatch;
 
@@ -51,6 +51,10 @@ pub struct Created {
     pub container_id: String,
     /// True when a live Pod of the same session already existed and was adopted.
     pub adopted: bool,
+    /// What Berth could not do as asked but did not stop the session for
+    /// (e.g. a cargo volume Kubernetes would not expand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -70,6 +74,51 @@ pub struct RuntimeInstance {
     /// Lower-case phase, or `removing` while the Pod is terminating.
     pub state: String,
     pub created_at: Option<String>,
+}
+
+/// A container of a multi-container session as a caller hands it back.
+/// Bay rebuilds these from its database with `name`, `container_id`,
+/// `runtime_type` and `capabilities` only; `container_id` (the Pod) is all
+/// that stop and destroy need.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MultiContainerRef {
+    pub name: String,
+    /// The session's Pod name, the same for every container.
+    pub container_id: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub status: Option<SessionStatus>,
+    #[serde(default = "default_runtime_type")]
+    pub runtime_type: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// The container's port; the Pod's declared port for it when absent.
+    #[serde(default, deserialize_with = "crate::numbers::opt_port")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub runtime_port: Option<u16>,
+}
+
+fn default_runtime_type() -> String {
+    "ship".into()
+}
+
+/// The one Pod a list of containers belongs to.
+fn multi_pod(containers: &[MultiContainerRef]) -> Result<String> {
+    let Some(first) = containers.first() else {
+        return Err(Error::InvalidRequest("containers must not be empty".into()));
+    };
+    if containers
+        .iter()
+        .any(|c| c.container_id != first.container_id)
+    {
+        return Err(Error::InvalidRequest(
+            "all containers of a multi-container session share one container_id (the Pod)".into(),
+        ));
+    }
+    validate_id(&first.container_id)?;
+    Ok(first.container_id.clone())
 }
 
 /// One container of a multi-container session (Bay's MultiContainerInfo).
@@ -191,53 +240,38 @@ impl Driver {
     }
 
     /// The exact Pod `create` would submit, after all plugins.
-    pub async fn render_pod(
-        &self,
-        session: &Session,
-        profile: &Profile,
-        cargo: &Cargo,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<Shaped<Pod>> {
-        let req = SessionRequest {
-            session,
-            profile,
-            cargo,
-            labels,
-        };
-        let plan = objects::plan(&self.config, &req)?;
-        let pod = objects::session_pod(&self.config, &req, &plan);
+    pub async fn render_pod(&self, req: &SessionRequest<'_>) -> Result<Shaped<Pod>> {
+        let plan = objects::plan(&self.config, req)?;
+        let pod = objects::session_pod(&self.config, req, &plan);
         self.shape(plan.context, pod).await
     }
 
     /// The exact PVC `create_volume` would submit, after all plugins.
+    /// `size_mb` is the cargo's size; `None` means the configured default.
     pub async fn render_pvc(
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
-        size_limit_mb: u64,
+        size_mb: Option<u64>,
     ) -> Result<Shaped<PersistentVolumeClaim>> {
         labels::validate_dns_subdomain(name)
             .map_err(|e| Error::InvalidRequest(format!("volume name: {e}")))?;
         labels::validate_labels(labels)
             .map_err(|e| Error::InvalidRequest(format!("labels: {e}")))?;
-        let pvc = objects::cargo_pvc(&self.config, name, labels);
-        let ctx = objects::cargo_context(&self.config, name, labels, size_limit_mb);
+        let pvc = objects::cargo_pvc(&self.config, name, labels, size_mb);
+        let size = size_mb.unwrap_or_else(|| objects::default_size_mb(&self.config));
+        let ctx = objects::cargo_context(&self.config, name, labels, size);
         self.shape(ctx, pvc).await
     }
 
     /// Builds, shapes and submits the session Pod. Does not wait.
-    pub async fn create(
-        &self,
-        session: &Session,
-        profile: &Profile,
-        cargo: &Cargo,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<Created> {
-        let shaped = self.render_pod(session, profile, cargo, labels).await?;
+    pub async fn create(&self, req: &SessionRequest<'_>) -> Result<Created> {
+        let shaped = self.render_pod(req).await?;
         let name = shaped.object.metadata.name.clone().unwrap_or_default();
+        let cargo = req.cargo;
         // A missing or dying cargo would leave the Pod Pending for the whole
         // start timeout; say so now.
-        match self
+        let claim = match self
             .kube("get_pvc", self.pvcs().get_opt(&cargo.driver_ref))
             .await?
         {
@@ -253,8 +287,9 @@ impl Driver {
                     cargo.driver_ref
                 )));
             }
-            Some(_) => {}
-        }
+            Some(p) => p,
+        };
+        let warnings = self.grow_cargo(&claim, req).await?;
         match self
             .kube(
                 "create_pod",
@@ -263,13 +298,82 @@ impl Driver {
             .await
         {
             Ok(_) => {
-                tracing::info!(pod = %name, session = %session.id, "session pod created");
+                tracing::info!(pod = %name, session = %req.session.id, "session pod created");
                 Ok(Created {
                     container_id: name,
                     adopted: false,
+                    warnings,
                 })
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => self.adopt(&name, &session.id).await,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let mut created = self.adopt(&name, &req.session.id).await?;
+                created.warnings = warnings;
+                Ok(created)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Bay's `create_volume` carries no size; its cargo does. When the claim
+    /// asks for less than the policy chain gives this cargo, ask Kubernetes
+    /// to expand it. A claim Kubernetes cannot expand (its StorageClass has no
+    /// `allowVolumeExpansion`, or it is not bound yet) keeps its size: the
+    /// session still starts, and the refusal comes back as a warning.
+    async fn grow_cargo(
+        &self,
+        claim: &PersistentVolumeClaim,
+        req: &SessionRequest<'_>,
+    ) -> Result<Vec<String>> {
+        let name = &req.cargo.driver_ref;
+        let requested = |p: &PersistentVolumeClaim| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .and_then(|q| quantity::parse_bytes(&q.0))
+        };
+        let labels = claim.metadata.labels.clone().unwrap_or_default();
+        let wanted = self
+            .render_pvc(name, &labels, Some(req.cargo.size_limit_mb))
+            .await?;
+        let (Some(have), Some(want)) = (requested(claim), requested(&wanted.object)) else {
+            return Ok(Vec::new());
+        };
+        if want <= have {
+            return Ok(Vec::new());
+        }
+        let storage = wanted
+            .object
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .cloned();
+        let patch = serde_json::json!({
+            "spec": { "resources": { "requests": { "storage": storage } } }
+        });
+        match self
+            .kube(
+                "expand_pvc",
+                self.pvcs()
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(pvc = %name, from = have, to = want, "cargo volume expanded to the cargo's size");
+                Ok(Vec::new())
+            }
+            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 422) => {
+                let w = format!(
+                    "cargo volume {name:?} asks for {have} bytes, less than cargo {:?}'s {} MiB; Kubernetes refused to expand it: {}",
+                    req.cargo.id, req.cargo.size_limit_mb, s.message
+                );
+                tracing::warn!("{w}");
+                Ok(vec![w])
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -302,6 +406,7 @@ impl Driver {
         Ok(Created {
             container_id: name.to_string(),
             adopted: true,
+            warnings: Vec::new(),
         })
     }
 
@@ -336,31 +441,29 @@ impl Driver {
         let pod_watch = self.pod_watch().await;
         let watched =
             tokio::time::timeout(timeout, pod_watch.until(container_id, &uid, decided)).await;
-        self.metrics.observe_kube(
-            "watch_pod_ready",
-            watched.as_ref().is_ok_and(|r| r.is_ok()),
-            started.elapsed(),
-        );
+        self.metrics
+            .observe_kube("watch_pod_ready", watched.is_ok(), started.elapsed());
         let pod = match watched {
+            Ok(p) => p,
             Err(_) => {
-                if let Some(e) = pod_watch.error() {
-                    return Err(Error::KubernetesUnavailable(format!(
-                        "watching {container_id}: {e}"
-                    )));
-                }
-                let last = pods.get_opt(container_id).await.ok().flatten();
-                let detail = last.as_ref().map(describe_pending).unwrap_or_default();
+                // What the Pod is waiting for, read once more from the API
+                // server; the watch's trouble, if any, is context, not the
+                // verdict: the wait ran out either way.
+                let last = pods.get_opt(container_id).await;
+                let detail = match &last {
+                    Ok(Some(p)) => describe_pending(p),
+                    Ok(None) => " (the Pod is gone)".into(),
+                    Err(e) => format!(" (reading it failed: {e})"),
+                };
+                let watch = pod_watch
+                    .error()
+                    .map(|e| format!("; the Pod watch is failing: {e}"))
+                    .unwrap_or_default();
                 return Err(Error::Timeout(format!(
-                    "session {container_id} not running after {}s{detail}",
+                    "session {container_id} not running after {}s{detail}{watch}",
                     timeout.as_secs()
                 )));
             }
-            Ok(Err(e)) => {
-                return Err(Error::KubernetesUnavailable(format!(
-                    "watching {container_id}: {e}"
-                )));
-            }
-            Ok(Ok(p)) => p,
         };
         if pod
             .as_ref()
@@ -394,9 +497,11 @@ impl Driver {
         self.delete_pod(container_id, Some(10), true).await
     }
 
-    /// Kubernetes has no stop: delete the Pod; do not wait.
+    /// Kubernetes has no stop: delete the Pod, and wait until it is gone as
+    /// `destroy` does, so a restart cannot race the old Pod for the cargo's
+    /// ReadWriteOnce claim (Multi-Attach).
     pub async fn stop(&self, container_id: &str) -> Result<()> {
-        self.delete_pod(container_id, Some(10), false).await
+        self.delete_pod(container_id, Some(10), true).await
     }
 
     async fn delete_pod(&self, name: &str, grace: Option<u32>, wait: bool) -> Result<()> {
@@ -421,32 +526,32 @@ impl Driver {
         // Gone, or replaced by another Pod of the same name.
         let deleted = |p: Option<&Pod>| p.is_none_or(|p| p.metadata.uid.as_deref() != Some(&uid));
         let gone = tokio::time::timeout(timeout, pod_watch.until(name, &uid, deleted)).await;
-        self.metrics.observe_kube(
-            "watch_pod_deleted",
-            gone.as_ref().is_ok_and(|r| r.is_ok()),
-            started.elapsed(),
-        );
-        match gone {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Error::KubernetesUnavailable(format!(
-                "watching deletion of {name}: {e}"
-            ))),
-            Err(_) => {
-                if let Some(e) = pod_watch.error() {
-                    return Err(Error::KubernetesUnavailable(format!(
-                        "watching deletion of {name}: {e}"
-                    )));
-                }
-                let still = pods.get_opt(name).await.ok().flatten();
-                let finalizers = still
-                    .and_then(|p| p.metadata.finalizers)
-                    .unwrap_or_default();
-                Err(Error::Timeout(format!(
-                    "Pod {name} still exists {}s after deletion (finalizers: {finalizers:?})",
-                    timeout.as_secs()
-                )))
-            }
+        self.metrics
+            .observe_kube("watch_pod_deleted", gone.is_ok(), started.elapsed());
+        if gone.is_ok() {
+            return Ok(());
         }
+        let still = match pods.get_opt(name).await {
+            Ok(Some(p)) if p.metadata.uid.as_deref() == Some(uid.as_str()) => p,
+            // Gone (or replaced) just as the wait ran out.
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                return Err(Error::Timeout(format!(
+                    "Pod {name} was not seen gone {}s after deletion, and reading it failed: {e}",
+                    timeout.as_secs()
+                )));
+            }
+        };
+        let finalizers = still.metadata.finalizers.unwrap_or_default();
+        let held = if finalizers.is_empty() {
+            "no finalizers; its containers have not stopped".to_string()
+        } else {
+            format!("held by finalizers {}", finalizers.join(", "))
+        };
+        Err(Error::Timeout(format!(
+            "Pod {name} still exists {}s after deletion ({held}); Kubernetes removes it once that clears",
+            timeout.as_secs()
+        )))
     }
 
     pub async fn status(
@@ -538,9 +643,9 @@ impl Driver {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
-        size_limit_mb: u64,
+        size_mb: Option<u64>,
     ) -> Result<String> {
-        let shaped = self.render_pvc(name, labels, size_limit_mb).await?;
+        let shaped = self.render_pvc(name, labels, size_mb).await?;
         match self
             .kube(
                 "create_pvc",
@@ -632,15 +737,12 @@ impl Driver {
         self.delete_pod(id, Some(0), false).await
     }
 
-    pub async fn create_multi(
-        &self,
-        session: &Session,
-        profile: &Profile,
-        cargo: &Cargo,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<Vec<MultiContainerInfo>> {
-        let specs = profile.container_specs().map_err(Error::InvalidRequest)?;
-        let created = self.create(session, profile, cargo, labels).await?;
+    pub async fn create_multi(&self, req: &SessionRequest<'_>) -> Result<Vec<MultiContainerInfo>> {
+        let specs = req
+            .profile
+            .container_specs()
+            .map_err(Error::InvalidRequest)?;
+        let created = self.create(req).await?;
         Ok(specs
             .into_iter()
             .map(|c| MultiContainerInfo {
@@ -656,38 +758,60 @@ impl Driver {
     }
 
     /// Waits for the one Pod; each container's endpoint is the Pod IP and
-    /// that container's port.
+    /// that container's port (the one given, else the port the Pod declares
+    /// for the container of that name).
     pub async fn start_multi(
         &self,
-        containers: Vec<MultiContainerInfo>,
+        containers: Vec<MultiContainerRef>,
     ) -> Result<Vec<MultiContainerInfo>> {
-        let Some(first) = containers.first() else {
-            return Err(Error::InvalidRequest("containers must not be empty".into()));
-        };
-        let id = first.container_id.clone();
-        if containers.iter().any(|c| c.container_id != id) {
-            return Err(Error::InvalidRequest(
-                "all containers of a multi-container session share one container_id (the Pod)"
-                    .into(),
-            ));
-        }
+        let id = multi_pod(&containers)?;
         let pod = self.wait_running(&id).await?;
         let states = state::container_states(&pod);
-        Ok(containers
+        let spec = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
+        containers
             .into_iter()
-            .map(|mut c| {
-                c.endpoint = Some(endpoint(&pod, c.runtime_port));
-                c.status = match states
+            .map(|c| {
+                let declared = spec
                     .iter()
-                    .find(|s| s.name == c.name)
-                    .map(|s| s.state.as_str())
-                {
-                    Some("terminated") => SessionStatus::Exited,
-                    _ => SessionStatus::Running,
+                    .find(|k| k.name == c.name)
+                    .and_then(|k| k.ports.as_ref()?.first())
+                    .and_then(|p| u16::try_from(p.container_port).ok());
+                let Some(port) = c.runtime_port.or(declared) else {
+                    return Err(Error::InvalidRequest(format!(
+                        "container {:?} is not in session {id} and has no runtime_port",
+                        c.name
+                    )));
                 };
-                c
+                let status = match states.iter().find(|s| s.name == c.name) {
+                    Some(s) if s.state == "running" => SessionStatus::Running,
+                    Some(s) if s.state == "terminated" => SessionStatus::Exited,
+                    _ => SessionStatus::Created,
+                };
+                Ok(MultiContainerInfo {
+                    endpoint: Some(endpoint(&pod, port)),
+                    status,
+                    name: c.name,
+                    container_id: c.container_id,
+                    runtime_type: c.runtime_type,
+                    capabilities: c.capabilities,
+                    runtime_port: port,
+                })
             })
-            .collect())
+            .collect()
+    }
+
+    /// Stops a multi-container session: its one Pod.
+    pub async fn stop_multi(&self, containers: &[MultiContainerRef]) -> Result<()> {
+        self.stop(&multi_pod(containers)?).await
+    }
+
+    /// Destroys a multi-container session: its one Pod.
+    pub async fn destroy_multi(&self, containers: &[MultiContainerRef]) -> Result<()> {
+        self.destroy(&multi_pod(containers)?).await
     }
 
     /// Checks the API server answers (for `/readyz`).

@@ -10,13 +10,18 @@
 //! cache is trusted only about the waiter's own Pod (same uid); any verdict
 //! drawn from absence or from another uid is confirmed with one GET first.
 //!
+//! The API server ends each watch call after `WATCH_TIMEOUT_S`, inside the
+//! client's 30 s read timeout, and the watcher resumes from the last
+//! resourceVersion. Without that, a quiet namespace sends nothing for 30 s,
+//! the read times out, and an idle watch reports an error every 30 s.
+//!
 //! Readiness (the first full list applied) is tracked here rather than with
 //! `Store::wait_until_ready`: that future wakes only the last of several
 //! concurrent waiters (one oneshot receiver, one waker), and the others hung
 //! until their timeout (measured: 2 to 4 of the first 8 `start` calls).
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,6 +31,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+
+/// Seconds the API server keeps one watch call open: below the client's read
+/// timeout (30 s, `driver::kube_client`), so an idle watch ends cleanly.
+pub const WATCH_TIMEOUT_S: u32 = 25;
+
+/// How long a waiter whose confirming GET failed waits before it asks again.
+const CONFIRM_RETRY: Duration = Duration::from_millis(500);
 
 /// The shared watch; dropping it stops the watch.
 pub struct PodWatch {
@@ -65,7 +77,13 @@ impl PodWatch {
         let counted = metrics.clone();
         let events = reflector::reflector(
             writer,
-            watcher(api.clone(), watcher::Config::default().labels(selector)).default_backoff(),
+            watcher(
+                api.clone(),
+                watcher::Config::default()
+                    .labels(selector)
+                    .timeout(WATCH_TIMEOUT_S),
+            )
+            .default_backoff(),
         );
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
@@ -95,14 +113,15 @@ impl PodWatch {
 
     /// Resolves with the Pod named `name` (`None` if it is gone) once `done`
     /// holds for it. `uid` is the waiter's own Pod: the cache's view of it is
-    /// trusted; anything else is checked against the API server. Callers bound
-    /// this with a timeout.
+    /// trusted; anything else is checked against the API server. A failing
+    /// check or watch is retried here, never returned: only the caller's
+    /// timeout ends a wait that is not done.
     pub async fn until(
         &self,
         name: &str,
         uid: &str,
         done: impl Fn(Option<&Pod>) -> bool,
-    ) -> Result<Option<Pod>, kube::Error> {
+    ) -> Option<Pod> {
         let key = ObjectRef::new(name).within(&self.namespace);
         let mut changed = self.changed.clone();
         loop {
@@ -110,21 +129,29 @@ impl PodWatch {
             // the wait below wakes this waiter.
             let ready = *changed.borrow_and_update();
             let cached = self.store.get(&key);
+            let mut retry = false;
             match judge(ready, cached.as_deref(), uid, &done) {
                 Verdict::Wait => {}
-                Verdict::Done => return Ok(cached.map(|p| (*p).clone())),
+                Verdict::Done => return cached.map(|p| (*p).clone()),
                 Verdict::Confirm => {
                     let asked = Instant::now();
                     let live = self.api.get_opt(name).await;
                     self.metrics
                         .observe_kube("get_pod_confirm", live.is_ok(), asked.elapsed());
-                    let live = live?;
-                    if done(live.as_ref()) {
-                        return Ok(live);
+                    match live {
+                        Ok(live) if done(live.as_ref()) => return live,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(pod = name, error = %e, "confirming GET failed; retrying");
+                            retry = true;
+                        }
                     }
                 }
             }
-            if changed.changed().await.is_err() {
+            if retry {
+                // No event may come to wake this waiter: ask again soon.
+                let _ = tokio::time::timeout(CONFIRM_RETRY, changed.changed()).await;
+            } else if changed.changed().await.is_err() {
                 // The watch task is gone; only the caller's timeout ends this.
                 return std::future::pending().await;
             }

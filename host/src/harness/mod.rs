@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::model::{Cargo, Profile, Session};
-use crate::objects::{self, SessionRequest};
+use crate::objects;
 use crate::plugin::runtime::SessionContext;
 use crate::plugin::{
     Hook, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime, RuntimeOptions,
@@ -57,15 +56,8 @@ fn default_hook() -> Hook {
     Hook::Pod
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub session: Session,
-    pub profile: Profile,
-    pub cargo: Cargo,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
+/// A case's request: the body of `POST /v1/sessions`.
+pub type Request = crate::model::CreateSession;
 
 /// Exactly one of the three.
 #[derive(Debug, Deserialize)]
@@ -103,6 +95,9 @@ pub struct Assertions {
     /// The result passes Pod Security Standards restricted.
     #[serde(default)]
     pub restricted: bool,
+    /// The result passes Pod Security Standards baseline.
+    #[serde(default)]
+    pub baseline: bool,
     /// Running the chain again on its own output changes nothing.
     #[serde(default)]
     pub idempotent: bool,
@@ -315,14 +310,19 @@ pub fn run_suite(path: &Path, opts: &Options) -> Result<Vec<CaseResult>, Harness
                         )),
                     }
                 }
-                if case.assert.restricted
+                if (case.assert.restricted || case.assert.baseline)
                     && case.hook == Hook::Pod
                     && let Ok(pod) =
                         serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(out.clone())
                 {
-                    for v in pss::check_restricted(&pod) {
+                    let (level, violations) = if case.assert.restricted {
+                        ("restricted", pss::check_restricted(&pod))
+                    } else {
+                        ("baseline", pss::check_baseline(&pod))
+                    };
+                    for v in violations {
                         r.failures
-                            .push(format!("PSS restricted, rule {:?}: {}", v.rule, v.detail));
+                            .push(format!("PSS {level}, rule {:?}: {}", v.rule, v.detail));
                     }
                 }
                 if case.assert.idempotent {
@@ -367,12 +367,7 @@ pub fn build(
 ) -> Result<(Value, SessionContext), String> {
     match hook {
         Hook::Pod => {
-            let sr = SessionRequest {
-                session: &req.session,
-                profile: &req.profile,
-                cargo: &req.cargo,
-                labels: &req.labels,
-            };
+            let sr = req.as_request();
             let plan = objects::plan(config, &sr).map_err(|e| format!("request: {e}"))?;
             let pod = objects::session_pod(config, &sr, &plan);
             Ok((
@@ -381,7 +376,12 @@ pub fn build(
             ))
         }
         Hook::Pvc => {
-            let pvc = objects::cargo_pvc(config, &req.cargo.driver_ref, &req.labels);
+            let pvc = objects::cargo_pvc(
+                config,
+                &req.cargo.driver_ref,
+                &req.labels,
+                Some(req.cargo.size_limit_mb),
+            );
             let ctx = objects::cargo_context(
                 config,
                 &req.cargo.driver_ref,

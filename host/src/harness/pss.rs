@@ -1,6 +1,7 @@
 //! Pod Security Standards, *restricted* profile (which includes *baseline*),
 //! checked by the harness itself so a plugin author needs no cluster. Each
 //! violation names the rule as the Kubernetes documentation does.
+//! [`check_baseline`] keeps only the baseline controls.
 
 use k8s_openapi::api::core::v1::{Capabilities, Pod, SecurityContext};
 
@@ -55,6 +56,31 @@ struct C<'a> {
     name: &'a str,
     sc: Option<&'a SecurityContext>,
     ports: Vec<i32>,
+}
+
+/// The controls of the *baseline* level, named as `check_restricted` names
+/// them; restricted adds Volume Types, Privilege Escalation, the two
+/// Non-root controls and the stricter Seccomp and Capabilities.
+const BASELINE_RULES: &[&str] = &[
+    "spec",
+    "Host Namespaces",
+    "Privileged Containers",
+    "Capabilities",
+    "HostPath Volumes",
+    "Host Ports",
+    "AppArmor",
+    "SELinux",
+    "/proc Mount Type",
+    "Seccomp",
+    "Sysctls",
+];
+
+/// Pod Security Standards *baseline*: what Ship (root, `sudo`) can run with.
+pub fn check_baseline(pod: &Pod) -> Vec<Violation> {
+    check_restricted(pod)
+        .into_iter()
+        .filter(|v| BASELINE_RULES.contains(&v.rule))
+        .collect()
 }
 
 pub fn check_restricted(pod: &Pod) -> Vec<Violation> {
@@ -281,6 +307,19 @@ mod tests {
             "volumes": [{"name": "w", "persistentVolumeClaim": {"claimName": "c"}}],
             "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}));
         assert_eq!(check_restricted(&p), vec![]);
+    }
+
+    #[test]
+    fn a_root_pod_that_can_escalate_is_baseline_not_restricted() {
+        let p = pod(serde_json::json!({"spec": {
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "ship", "securityContext": {"runAsUser": 0, "privileged": false}}]}}));
+        assert_eq!(check_baseline(&p), vec![]);
+        let rules: Vec<_> = check_restricted(&p).into_iter().map(|v| v.rule).collect();
+        assert!(rules.contains(&"Privilege Escalation"), "{rules:?}");
+        let privileged = pod(serde_json::json!({"spec": {
+            "containers": [{"name": "ship", "securityContext": {"privileged": true}}]}}));
+        assert_eq!(check_baseline(&privileged)[0].rule, "Privileged Containers");
     }
 
     #[test]

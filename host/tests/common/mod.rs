@@ -89,6 +89,7 @@ pub fn session(id: &str) -> Session {
     Session {
         id: id.into(),
         sandbox_id: format!("sandbox-{id}"),
+        owner: None,
     }
 }
 
@@ -118,7 +119,9 @@ pub fn sidecar_profile() -> Profile {
                     memory: "1g".into(),
                 }),
                 capabilities: vec!["shell".into()],
+                primary_for: vec![],
                 env: BTreeMap::new(),
+                proxy: None,
                 health_check_path: Some("/health".into()),
                 primary: true,
                 security_context: None,
@@ -133,7 +136,9 @@ pub fn sidecar_profile() -> Profile {
                     memory: "2g".into(),
                 }),
                 capabilities: vec!["browser".into()],
+                primary_for: vec![],
                 env: BTreeMap::new(),
+                proxy: None,
                 health_check_path: None,
                 primary: false,
                 security_context: None,
@@ -228,11 +233,16 @@ pub async fn namespace(client: &kube::Client, prefix: &str, labels: &[(&str, &st
 
 /// A fresh namespace where PodSecurity enforces `restricted:latest`.
 pub async fn restricted_namespace(client: &kube::Client, prefix: &str) -> String {
+    pss_namespace(client, prefix, "restricted").await
+}
+
+/// A namespace whose PodSecurity admission enforces `level`.
+pub async fn pss_namespace(client: &kube::Client, prefix: &str, level: &str) -> String {
     namespace(
         client,
         prefix,
         &[
-            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce", level),
             ("pod-security.kubernetes.io/enforce-version", "latest"),
         ],
     )

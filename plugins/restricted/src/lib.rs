@@ -1,20 +1,64 @@
-//! Makes every session Pod pass the Pod Security Standards *restricted*
-//! profile, or denies it when the profile asks for something restricted
-//! forbids (privileged containers, host namespaces, host paths, root, extra
-//! capabilities).
+//! Makes every session Pod pass a Pod Security Standards level, or denies it
+//! when the profile asks for something that level forbids.
 //!
-//! The Ship image starts as root and chowns `/workspace`; under this policy it
-//! runs as `run_as_user`, so `fs_group` keeps the workspace writable.
+//! - `restricted` (the default): non-root, no privilege escalation, all
+//!   capabilities dropped, RuntimeDefault seccomp. The Ship image starts as
+//!   root and chowns `/workspace`; here it runs as `run_as_user`, so
+//!   `fs_group` keeps the workspace writable. Ship's shell runs every command
+//!   through `sudo -u shipyard`, which this level makes impossible: use it for
+//!   runtimes that need no sudo.
+//! - `baseline`: no privileged containers, host namespaces, host paths, host
+//!   ports or capabilities beyond the container runtime's default set, and
+//!   RuntimeDefault seccomp. Root and `sudo` keep working, so this is the
+//!   level Ship runs with. For untrusted code, pair it with a sandboxed
+//!   `runtime_class_name` (e.g. gVisor's `gvisor`): the kernel boundary is
+//!   then the runtime's, not the node's.
+//!
+//! `profiles` overrides the level and runtime class per Bay profile id.
 
 use berth_plugin_sdk::k8s_openapi::api::core::v1::{
     Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
 };
 use berth_plugin_sdk::{Container, Context, Hooks, Pod, Policy, Rejection, deny, export_policy};
 use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A Pod Security Standards level.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Baseline,
+    #[default]
+    Restricted,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Baseline => "baseline",
+            Level::Restricted => "restricted",
+        }
+    }
+}
+
+/// What one Bay profile gets instead of the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSettings {
+    pub level: Option<Level>,
+    /// `""` clears a default runtime class for this profile.
+    pub runtime_class_name: Option<String>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    /// The level every profile gets unless `profiles` says otherwise.
+    pub level: Level,
+    /// A RuntimeClass for session Pods (e.g. `gvisor`); unset by default.
+    pub runtime_class_name: Option<String>,
+    /// Per Bay profile id.
+    pub profiles: BTreeMap<String, ProfileSettings>,
     pub run_as_user: i64,
     pub run_as_group: i64,
     /// Group that owns the workspace volume; `null` leaves it unset.
@@ -28,6 +72,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            level: Level::Restricted,
+            runtime_class_name: None,
+            profiles: BTreeMap::new(),
             run_as_user: 1000,
             run_as_group: 1000,
             fs_group: Some(1000),
@@ -41,6 +88,22 @@ pub struct Restricted;
 
 /// The only capability restricted allows to be added.
 const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
+/// What baseline allows to be added: the container runtime's default set.
+const BASELINE_ADD: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
 /// Volume types restricted allows.
 fn volume_allowed(v: &berth_plugin_sdk::k8s_openapi::api::core::v1::Volume) -> bool {
     v.host_path.is_none()
@@ -66,35 +129,29 @@ fn volume_allowed(v: &berth_plugin_sdk::k8s_openapi::api::core::v1::Volume) -> b
         && v.storageos.is_none()
 }
 
-fn check_container(c: &Container, s: &Settings, kind: &str) -> Result<(), Rejection> {
+fn check_container(c: &Container, s: &Settings, level: Level, kind: &str) -> Result<(), Rejection> {
     let who = format!("{kind} {:?}", c.name);
+    let name = level.name();
     if let Some(sc) = &c.security_context {
         if sc.privileged == Some(true) {
             return Err(deny(format!(
-                "{who} asks to run privileged, which the restricted policy forbids"
+                "{who} asks to run privileged, which the {name} policy forbids"
             )));
         }
-        if sc.run_as_user == Some(0) {
-            return Err(deny(format!(
-                "{who} asks to run as root (runAsUser 0), which the restricted policy forbids"
-            )));
-        }
-        if sc.run_as_non_root == Some(false) && s.deny_violations {
-            return Err(deny(format!(
-                "{who} sets runAsNonRoot=false, which the restricted policy forbids"
-            )));
-        }
-        if sc.allow_privilege_escalation == Some(true) && s.deny_violations {
-            return Err(deny(format!(
-                "{who} asks for allowPrivilegeEscalation, which the restricted policy forbids"
-            )));
-        }
-        if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref())
-            && let Some(bad) = add.iter().find(|a| a.as_str() != ALLOWED_ADD)
-        {
-            return Err(deny(format!(
-                "{who} asks for capability {bad}; the restricted policy allows adding only {ALLOWED_ADD}"
-            )));
+        if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref()) {
+            let allowed = |a: &String| match level {
+                Level::Restricted => a.as_str() == ALLOWED_ADD,
+                Level::Baseline => BASELINE_ADD.contains(&a.as_str()),
+            };
+            if let Some(bad) = add.iter().find(|a| !allowed(a)) {
+                let only = match level {
+                    Level::Restricted => ALLOWED_ADD.to_string(),
+                    Level::Baseline => format!("the default set ({})", BASELINE_ADD.join(", ")),
+                };
+                return Err(deny(format!(
+                    "{who} asks for capability {bad}; the {name} policy allows adding only {only}"
+                )));
+            }
         }
         if let Some(p) = &sc.seccomp_profile
             && p.type_ == "Unconfined"
@@ -103,6 +160,29 @@ fn check_container(c: &Container, s: &Settings, kind: &str) -> Result<(), Reject
                 "{who} asks for an Unconfined seccomp profile"
             )));
         }
+        if sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
+            return Err(deny(format!(
+                "{who} asks for procMount {:?}, which the {name} policy forbids",
+                sc.proc_mount.as_deref().unwrap_or_default()
+            )));
+        }
+        if level == Level::Restricted {
+            if sc.run_as_user == Some(0) {
+                return Err(deny(format!(
+                    "{who} asks to run as root (runAsUser 0), which the restricted policy forbids"
+                )));
+            }
+            if sc.run_as_non_root == Some(false) && s.deny_violations {
+                return Err(deny(format!(
+                    "{who} sets runAsNonRoot=false, which the restricted policy forbids"
+                )));
+            }
+            if sc.allow_privilege_escalation == Some(true) && s.deny_violations {
+                return Err(deny(format!(
+                    "{who} asks for allowPrivilegeEscalation, which the restricted policy forbids"
+                )));
+            }
+        }
     }
     if c.ports
         .iter()
@@ -110,10 +190,19 @@ fn check_container(c: &Container, s: &Settings, kind: &str) -> Result<(), Reject
         .any(|p| p.host_port.unwrap_or(0) != 0)
     {
         return Err(deny(format!(
-            "{who} asks for a host port, which the restricted policy forbids"
+            "{who} asks for a host port, which the {name} policy forbids"
         )));
     }
     Ok(())
+}
+
+/// Baseline keeps root, sudo and the runtime's default capabilities; it
+/// only makes the settings it checks explicit.
+fn harden_baseline(c: &mut Container) {
+    let sc = c
+        .security_context
+        .get_or_insert_with(SecurityContext::default);
+    sc.privileged = Some(false);
 }
 
 fn harden(c: &mut Container, s: &Settings) {
@@ -170,7 +259,14 @@ impl Policy for Restricted {
         Ok(())
     }
 
-    fn shape_pod(s: &Settings, _ctx: &Context, pod: &mut Pod) -> Result<(), Rejection> {
+    fn shape_pod(s: &Settings, ctx: &Context, pod: &mut Pod) -> Result<(), Rejection> {
+        let profile = s.profiles.get(&ctx.profile_id);
+        let level = profile.and_then(|p| p.level).unwrap_or(s.level);
+        let runtime_class = profile
+            .and_then(|p| p.runtime_class_name.clone())
+            .or_else(|| s.runtime_class_name.clone())
+            .filter(|r| !r.is_empty());
+        let name = level.name();
         let spec = pod
             .spec
             .as_mut()
@@ -179,43 +275,68 @@ impl Policy for Restricted {
             || spec.host_pid == Some(true)
             || spec.host_ipc == Some(true)
         {
-            return Err(deny(
-                "the Pod asks for host namespaces (hostNetwork/hostPID/hostIPC), which the restricted policy forbids",
-            ));
-        }
-        if let Some(v) = spec.volumes.iter().flatten().find(|v| !volume_allowed(v)) {
             return Err(deny(format!(
-                "volume {:?} is of a type the restricted policy forbids (e.g. hostPath)",
+                "the Pod asks for host namespaces (hostNetwork/hostPID/hostIPC), which the {name} policy forbids"
+            )));
+        }
+        if let Some(v) = spec.volumes.iter().flatten().find(|v| match level {
+            Level::Restricted => !volume_allowed(v),
+            Level::Baseline => v.host_path.is_some(),
+        }) {
+            return Err(deny(format!(
+                "volume {:?} is of a type the {name} policy forbids (e.g. hostPath)",
                 v.name
             )));
         }
         for c in &spec.containers {
-            check_container(c, s, "container")?;
+            check_container(c, s, level, "container")?;
         }
         for c in spec.init_containers.iter().flatten() {
-            check_container(c, s, "init container")?;
+            check_container(c, s, level, "init container")?;
         }
-        if let Some(psc) = &spec.security_context
-            && psc.run_as_user == Some(0)
-        {
-            return Err(deny(
-                "the Pod asks to run as root (runAsUser 0), which the restricted policy forbids",
-            ));
+        if let Some(psc) = &spec.security_context {
+            if level == Level::Restricted && psc.run_as_user == Some(0) {
+                return Err(deny(
+                    "the Pod asks to run as root (runAsUser 0), which the restricted policy forbids",
+                ));
+            }
+            if psc
+                .seccomp_profile
+                .as_ref()
+                .is_some_and(|p| p.type_ == "Unconfined")
+            {
+                return Err(deny(format!(
+                    "the Pod asks for an Unconfined seccomp profile, which the {name} policy forbids"
+                )));
+            }
+        }
+        if let Some(rc) = runtime_class {
+            spec.runtime_class_name = Some(rc);
         }
 
         let psc = spec
             .security_context
             .get_or_insert_with(PodSecurityContext::default);
+        psc.seccomp_profile = Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        });
+        if level == Level::Baseline {
+            for c in spec
+                .containers
+                .iter_mut()
+                .chain(spec.init_containers.iter_mut().flatten())
+            {
+                harden_baseline(c);
+            }
+            return Ok(());
+        }
         psc.run_as_non_root = Some(true);
         psc.run_as_user = Some(s.run_as_user);
         psc.run_as_group = Some(s.run_as_group);
         if let Some(g) = s.fs_group {
             psc.fs_group = Some(g);
         }
-        psc.seccomp_profile = Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        });
         for c in spec
             .containers
             .iter_mut()

@@ -4,10 +4,10 @@ from .client import BerthClient
 from .driver import BerthDriver
 from .errors import (BerthError, Conflict, DeniedByPolicy, InvalidRequest, NotFound, PluginFailed, StartFailed,
                      Timeout, Unauthorized, Unavailable)
-from .models import ContainerInfo, ContainerState, MultiContainerInfo, RuntimeInstance
+from .models import ContainerInfo, ContainerState, ContainerStatus, MultiContainerInfo, RuntimeInstance
 
 __all__ = [
     "BerthClient", "BerthDriver", "BerthError", "Conflict", "DeniedByPolicy", "InvalidRequest", "NotFound",
     "PluginFailed", "StartFailed", "Timeout", "Unauthorized", "Unavailable", "ContainerInfo", "ContainerState",
-    "MultiContainerInfo", "RuntimeInstance",
+    "MultiContainerInfo", "RuntimeInstance", "ContainerStatus",
 ]

@@ -1,5 +1,6 @@
 """Async client for Berth's HTTP API: bearer auth, timeouts, one pooled
-connection set, and retries with backoff only for calls safe to repeat."""
+connection set, and retries with backoff only where a retry cannot multiply a
+wait."""
 
 from __future__ import annotations
 
@@ -12,8 +13,41 @@ import httpx
 from . import errors
 from .models import Created, ContainerInfo, MultiContainerInfo, Plugins, RuntimeInstance
 
+# Errors raised before a request reached Berth: repeating it cannot repeat
+# any work or any wait.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Errors after which the request may have reached Berth.
+_MAYBE_SENT = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def container_ref(c: Any) -> dict[str, Any]:
+    """A multi-container entry as Berth reads it back, from our
+    `MultiContainerInfo`, Bay's (rebuilt from its database without port or
+    status) or a dict."""
+    ref: dict[str, Any] = {
+        "name": _get(c, "name"),
+        "container_id": _get(c, "container_id"),
+        "runtime_type": str(_get(c, "runtime_type", "ship") or "ship"),
+        "capabilities": list(_get(c, "capabilities", []) or []),
+    }
+    port = _get(c, "runtime_port")
+    if port is not None:
+        ref["runtime_port"] = int(port)
+    return ref
+
 
 class BerthClient:
+    """`timeout` bounds ordinary calls; `start_timeout` bounds the calls that
+    wait on the server side (start, stop, destroy): set it above Berth's
+    `startup_timeout_s` and `destroy_timeout_s`. Those calls are retried only
+    when they never reached Berth, so a timeout is never multiplied."""
+
     def __init__(
         self,
         base_url: str,
@@ -33,7 +67,6 @@ class BerthClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
         )
-        # `start` waits for the Pod on the server side, up to Berth's startup timeout.
         self._start_timeout = start_timeout
         self._retries = retries
         self._backoff = backoff
@@ -47,24 +80,37 @@ class BerthClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    async def _call(self, method: str, path: str, *, idempotent: bool, json: Any = None,
-                    params: Any = None, timeout: Optional[float] = None) -> Any:
+    async def _pause(self, attempt: int) -> None:
+        await asyncio.sleep(self._backoff * (2 ** (attempt - 1)) * (1 + random.random()))
+
+    async def _call(self, method: str, path: str, *, idempotent: bool, waits: bool = False, json: Any = None,
+                    params: Any = None) -> Any:
+        """`idempotent`: safe to send twice. `waits`: Berth waits on the
+        server side before it answers; such a call is retried only when it
+        never reached Berth, never after a 503 or a broken read, so the
+        caller waits at most one server-side timeout."""
         attempt = 0
+        timeout = self._start_timeout if waits else httpx.USE_CLIENT_DEFAULT
         while True:
             try:
-                resp = await self._http.request(method, path, json=json, params=params,
-                                                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.PoolTimeout) as e:
+                resp = await self._http.request(method, path, json=json, params=params, timeout=timeout)
+            except _NOT_SENT as e:
                 if idempotent and attempt < self._retries:
                     attempt += 1
-                    await asyncio.sleep(self._backoff * (2 ** (attempt - 1)) * (1 + random.random()))
+                    await self._pause(attempt)
                     continue
                 raise errors.Unavailable(f"cannot reach Berth: {e!r}") from e
+            except _MAYBE_SENT as e:
+                if idempotent and not waits and attempt < self._retries:
+                    attempt += 1
+                    await self._pause(attempt)
+                    continue
+                raise errors.Unavailable(f"lost the connection to Berth: {e!r}") from e
             except httpx.TimeoutException as e:
                 raise errors.Timeout(f"Berth did not answer in time: {e!r}") from e
-            if resp.status_code == 503 and idempotent and attempt < self._retries:
+            if resp.status_code == 503 and idempotent and not waits and attempt < self._retries:
                 attempt += 1
-                await asyncio.sleep(self._backoff * (2 ** (attempt - 1)) * (1 + random.random()))
+                await self._pause(attempt)
                 continue
             if resp.status_code == 204:
                 return None
@@ -84,14 +130,14 @@ class BerthClient:
 
     async def start_session(self, container_id: str, runtime_port: int) -> str:
         r = await self._call("POST", f"/v1/sessions/{container_id}/start", json={"runtime_port": runtime_port},
-                             idempotent=True, timeout=self._start_timeout)
+                             idempotent=True, waits=True)
         return r["endpoint"]
 
     async def stop_session(self, container_id: str) -> None:
-        await self._call("POST", f"/v1/sessions/{container_id}/stop", idempotent=True)
+        await self._call("POST", f"/v1/sessions/{container_id}/stop", idempotent=True, waits=True)
 
     async def destroy_session(self, container_id: str) -> None:
-        await self._call("DELETE", f"/v1/sessions/{container_id}", idempotent=True, timeout=self._start_timeout)
+        await self._call("DELETE", f"/v1/sessions/{container_id}", idempotent=True, waits=True)
 
     async def session_status(self, container_id: str, runtime_port: Optional[int] = None) -> ContainerInfo:
         params = {"runtime_port": runtime_port} if runtime_port is not None else None
@@ -109,30 +155,36 @@ class BerthClient:
         r = await self._call("POST", "/v1/multi-sessions", json=body, idempotent=True)
         return [MultiContainerInfo.model_validate(x) for x in r]
 
-    async def start_multi(self, containers: list[MultiContainerInfo]) -> list[MultiContainerInfo]:
-        r = await self._call("POST", "/v1/multi-sessions/start", idempotent=True, timeout=self._start_timeout,
-                             json={"containers": [c.model_dump() for c in containers]})
+    async def start_multi(self, containers: list[Any]) -> list[MultiContainerInfo]:
+        r = await self._call("POST", "/v1/multi-sessions/start", idempotent=True, waits=True,
+                             json={"containers": [container_ref(c) for c in containers]})
         return [MultiContainerInfo.model_validate(x) for x in r]
 
-    async def stop_multi(self, containers: list[MultiContainerInfo]) -> None:
-        await self._call("POST", "/v1/multi-sessions/stop", idempotent=True,
-                         json={"containers": [c.model_dump() for c in containers]})
+    async def stop_multi(self, containers: list[Any]) -> None:
+        await self._call("POST", "/v1/multi-sessions/stop", idempotent=True, waits=True,
+                         json={"containers": [container_ref(c) for c in containers]})
 
-    async def destroy_multi(self, containers: list[MultiContainerInfo]) -> None:
-        await self._call("POST", "/v1/multi-sessions/destroy", idempotent=True, timeout=self._start_timeout,
-                         json={"containers": [c.model_dump() for c in containers]})
+    async def destroy_multi(self, containers: list[Any]) -> None:
+        await self._call("POST", "/v1/multi-sessions/destroy", idempotent=True, waits=True,
+                         json={"containers": [container_ref(c) for c in containers]})
 
     # --- cargo volumes ----------------------------------------------------------
-    async def create_volume(self, name: str, labels: Optional[dict[str, str]] = None, size_limit_mb: int = 1024) -> str:
-        r = await self._call("POST", "/v1/volumes", idempotent=True,
-                             json={"name": name, "labels": labels or {}, "size_limit_mb": size_limit_mb})
+    async def create_volume(self, name: str, labels: Optional[dict[str, str]] = None,
+                            size_limit_mb: Optional[int] = None) -> str:
+        body: dict[str, Any] = {"name": name, "labels": labels or {}}
+        if size_limit_mb is not None:
+            body["size_limit_mb"] = int(size_limit_mb)
+        r = await self._call("POST", "/v1/volumes", idempotent=True, json=body)
         return r["volume"]
 
     async def delete_volume(self, name: str) -> None:
         await self._call("DELETE", f"/v1/volumes/{name}", idempotent=True)
 
     async def volume_exists(self, name: str) -> bool:
-        return bool((await self._call("GET", f"/v1/volumes/{name}", idempotent=True))["exists"])
+        try:
+            return bool((await self._call("GET", f"/v1/volumes/{name}", idempotent=True))["exists"])
+        except errors.NotFound:
+            return False
 
     # --- GC -----------------------------------------------------------------------
     async def list_runtime_instances(self, labels: dict[str, str]) -> list[RuntimeInstance]:

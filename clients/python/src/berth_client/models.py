@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from enum import Enum
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["created", "running", "exited", "removing", "not_found"]
+
+class ContainerStatus(str, Enum):
+    """Bay's status words, as a `str` enum like Bay's own `ContainerStatus`:
+    members compare equal to Bay's members and to plain strings, and Bay's
+    code can read `.value`."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    REMOVING = "removing"
+    NOT_FOUND = "not_found"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Status = ContainerStatus
 
 
 class _Model(BaseModel):
@@ -23,10 +40,11 @@ class ContainerState(_Model):
 
 
 class ContainerInfo(_Model):
-    """Bay's container info, from `status`."""
+    """Bay's `ContainerInfo`, from `status`; `containers` adds each
+    container's state (sidecars included)."""
 
     container_id: str
-    status: Status
+    status: ContainerStatus
     endpoint: Optional[str] = None
     exit_code: Optional[int] = None
     containers: list[ContainerState] = Field(default_factory=list)
@@ -41,18 +59,35 @@ class RuntimeInstance(_Model):
 
 
 class MultiContainerInfo(_Model):
+    """Bay's `MultiContainerInfo`: one container of a multi-container
+    session. Every container's `container_id` is the session's Pod."""
+
     name: str
     container_id: str
     endpoint: Optional[str] = None
-    status: Status
-    runtime_type: str
+    status: ContainerStatus = ContainerStatus.CREATED
+    runtime_type: str = "ship"
     capabilities: list[str] = Field(default_factory=list)
-    runtime_port: int
+    runtime_port: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What Bay stores for the container (Bay's `to_dict()` keys, plus
+        `runtime_port`)."""
+        return {
+            "name": self.name,
+            "container_id": self.container_id,
+            "endpoint": self.endpoint,
+            "status": self.status.value,
+            "runtime_type": self.runtime_type,
+            "capabilities": list(self.capabilities),
+            "runtime_port": self.runtime_port,
+        }
 
 
 class Created(_Model):
     container_id: str
     adopted: bool
+    warnings: list[str] = Field(default_factory=list)
 
 
 class PluginSummary(_Model):
