@@ -31,6 +31,9 @@ export BERTH_TEST_CLUSTER_DIR=$cluster_dir
 step "Rust tests (unit, plugin runtime, end-to-end)"
 cargo test --no-fail-fast --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit || status=1
 
+step "API contract: schemathesis against a live berth serve"
+tests/schemathesis.sh || status=1
+
 if [ -d clients/python/tests ]; then
   step "Python client tests"
   tests/python.sh || status=1

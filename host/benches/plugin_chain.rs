@@ -83,7 +83,7 @@ fn realistic() -> (Pod, berth::plugin::runtime::SessionContext, Context) {
     let profile: Profile = serde_json::from_value(json!({
         "id": "python-browser",
         "containers": [
-            { "name": "ship", "image": "ghcr.io/example/ship:1.4.2", "runtime_port": 8123, "primary": true,
+            { "name": "ship", "image": "ghcr.io/example/ship:1.4.2", "runtime_port": 8123,
               "resources": { "cpus": 2.0, "memory": "4g" }, "capabilities": ["shell", "python", "filesystem"],
               "env": { "LANG": "C.UTF-8", "PIP_INDEX_URL": "https://pypi.internal/simple", "TZ": "UTC" } },
             { "name": "browser", "image": "ghcr.io/example/gull:0.9.0", "runtime_type": "browser", "runtime_port": 8124,

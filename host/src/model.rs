@@ -34,6 +34,9 @@ pub struct Resources {
     #[schema(exclusive_minimum = 0.0)]
     pub cpus: f64,
     #[serde(default = "default_memory")]
+    #[schema(
+        pattern = "^([1-9][0-9]*(\\.[0-9]+)?|0\\.[0-9]*[1-9][0-9]*)(k|K|kb|KB|m|M|mb|MB|g|G|gb|GB|t|T|Ki|Mi|Gi|Ti)?$"
+    )]
     pub memory: String,
 }
 
@@ -137,11 +140,16 @@ pub struct ContainerSpec {
     pub proxy: Option<Proxy>,
     #[serde(default)]
     pub health_check_path: Option<String>,
-    /// Marks the primary container explicitly. Without a mark the primary is
-    /// chosen as Bay chooses it: the first container named `primary` or
-    /// `ship`, else the first container. Its port is the session's runtime
-    /// port and `logs` reads it by default.
-    #[serde(default)]
+    /// Set by Berth on the primary container, chosen as Bay chooses it: the
+    /// first container named `primary` or `ship`, else the first. Its port
+    /// is the session's runtime port and `logs` reads it by default. Plugins
+    /// see it in the container specs; callers do not send it.
+    #[serde(
+        default,
+        skip_deserializing,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    #[schema(read_only)]
     pub primary: bool,
     /// A Kubernetes SecurityContext the profile asks for, passed through to
     /// the container for policy plugins to accept, harden or deny.
@@ -157,13 +165,19 @@ fn default_runtime_port() -> u16 {
     8123
 }
 
-/// Bay's profile: either one image (single-container form) or `containers`.
+/// The image of a profile that names none, as in Bay.
+pub const DEFAULT_IMAGE: &str = "ship:latest";
+
+/// Bay's profile: either one image (single-container form) or `containers`,
+/// which wins when both are given; with neither, one container runs
+/// `ship:latest`.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     #[schema(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")]
     pub id: String,
     #[serde(default)]
+    #[schema(pattern = "\\S")]
     pub image: Option<String>,
     #[serde(default = "default_runtime_type")]
     pub runtime_type: String,
@@ -195,25 +209,14 @@ impl Profile {
     /// The profile's containers in one form, primary first. The single-image
     /// form becomes one container named `ship`, as Bay's driver names it.
     pub fn container_specs(&self) -> Result<Vec<ContainerSpec>, String> {
+        // As Bay's `ProfileConfig` does: `containers` wins over the legacy
+        // single-image fields.
         if !self.containers.is_empty() {
-            if self.image.is_some() {
-                return Err("profile: give either image or containers, not both".into());
-            }
             let mut specs = self.containers.clone();
-            let primaries = specs.iter().filter(|c| c.primary).count();
-            if primaries > 1 {
-                return Err("profile.containers: more than one container is marked primary".into());
-            }
-            // Bay's rule (`ProfileConfig.get_primary_container`) unless one
-            // is marked.
+            // Bay's rule (`ProfileConfig.get_primary_container`).
             let idx = specs
                 .iter()
-                .position(|c| c.primary)
-                .or_else(|| {
-                    specs
-                        .iter()
-                        .position(|c| c.name == "primary" || c.name == "ship")
-                })
+                .position(|c| c.name == "primary" || c.name == "ship")
                 .unwrap_or(0);
             let primary = specs.remove(idx);
             specs.insert(
@@ -225,10 +228,11 @@ impl Profile {
             );
             return Ok(specs);
         }
+        // Bay runs its default image when a profile names none.
         let image = self
             .image
             .clone()
-            .ok_or_else(|| "profile: image (or containers) is required".to_string())?;
+            .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
         Ok(vec![ContainerSpec {
             name: "ship".into(),
             image,

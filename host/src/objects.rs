@@ -84,7 +84,9 @@ pub fn plan(config: &Config, req: &SessionRequest) -> Result<SessionPlan, Error>
         labels::validate_dns_label(&c.name)
             .map_err(|e| invalid(format!("profile.containers[{i}].name: {e}")))?;
         if seen.contains(&c.name) {
-            return Err(invalid(format!(
+            // Two parts of one request that cannot both hold: a conflict,
+            // and one JSON Schema cannot express.
+            return Err(Error::Conflict(format!(
                 "profile.containers[{i}].name {:?} is used twice",
                 c.name
             )));

@@ -1,30 +1,28 @@
 //! The few quantity conversions the host needs: Bay's memory strings and
 //! storage sizes.
 
+/// What `bay_memory_to_k8s` takes, as a JSON Schema pattern for the API
+/// document: a positive decimal and one of Bay's or Kubernetes' units.
+pub const MEMORY_PATTERN: &str = r"^([1-9][0-9]*(\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)(k|K|kb|KB|m|M|mb|MB|g|G|gb|GB|t|T|Ki|Mi|Gi|Ti)?$";
+
+static MEMORY: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(MEMORY_PATTERN).expect("valid pattern"));
+
 /// Bay writes memory as "1g", "512m" or Kubernetes form ("1Gi"); Kubernetes
 /// reads "512m" as 0.512 bytes, so Bay's driver maps them to binary units.
 pub fn bay_memory_to_k8s(m: &str) -> Result<String, String> {
-    let m = m.trim();
-    let digits = m.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let suffix = &m[digits.len()..];
-    if digits.is_empty()
-        || digits
-            .parse::<f64>()
-            .map(|v| v <= 0.0 || !v.is_finite())
-            .unwrap_or(true)
-    {
+    if !MEMORY.is_match(m) {
         return Err(format!(
             "memory {m:?} is not a size like \"512m\", \"1g\" or \"1Gi\""
         ));
     }
-    let unit = match suffix {
+    let digits = m.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &m[digits.len()..] {
         "k" | "K" | "kb" | "KB" => "Ki",
         "m" | "M" | "mb" | "MB" => "Mi",
         "g" | "G" | "gb" | "GB" => "Gi",
         "t" | "T" => "Ti",
-        "Ki" | "Mi" | "Gi" | "Ti" => suffix,
-        "" => "",
-        _ => return Err(format!("memory {m:?} has an unknown unit {suffix:?}")),
+        other => other, // "", or already Ki/Mi/Gi/Ti: the pattern allows no other
     };
     Ok(format!("{digits}{unit}"))
 }
@@ -70,6 +68,10 @@ mod tests {
         assert_eq!(bay_memory_to_k8s("1Gi").unwrap(), "1Gi");
         assert!(bay_memory_to_k8s("lots").is_err());
         assert!(bay_memory_to_k8s("1q").is_err());
+        assert_eq!(bay_memory_to_k8s("0.5g").unwrap(), "0.5Gi");
+        for bad in ["", "0g", "0", " 1g", "1e5", "-1g", "1.g"] {
+            assert!(bay_memory_to_k8s(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -533,8 +533,8 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
             .send()
             .await
             .unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
+        StatusCode::NOT_FOUND,
+        "not_found",
     )
     .await;
     assert_detail(&body, "does not exist; create it first");

@@ -30,7 +30,6 @@ class Container:
     resources: Optional[Resources] = None
     capabilities: list = field(default_factory=list)
     env: dict = field(default_factory=dict)
-    primary: bool = False
 
 
 @dataclass
@@ -92,7 +91,7 @@ async def test_sidecar_session(driver: BerthDriver):
     session, cargo = ids()
     await driver.create_volume(cargo.driver_ref)
     profile = Profile(id="browser", image=None, containers=[
-        Container("ship", "ghcr.io/example/ship:1.0", primary=True, resources=Resources()),
+        Container("ship", "ghcr.io/example/ship:1.0", resources=Resources()),
         Container("browser", "ghcr.io/example/gull:1.0", runtime_type="browser", runtime_port=8124),
     ])
     infos = await driver.create_multi(session, profile, cargo, "net", LABELS)

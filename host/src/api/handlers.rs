@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, Problem, Shared};
+use super::{ApiJson, ApiQuery, Problem, Shared};
 use crate::driver::{Created, MultiContainerInfo, MultiContainerRef, RuntimeInstance, StatusInfo};
 use crate::error::{Error, Result};
 use crate::model::{Cargo, CreateSession, Profile, Session};
@@ -56,15 +56,21 @@ pub struct StartResponse {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
+    /// The runtime's port, for the endpoint of a running session.
+    #[param(minimum = 1, maximum = 65535)]
     pub runtime_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Number of lines from the end (default 100).
+    #[param(minimum = 1, maximum = 100000)]
     pub tail: Option<i64>,
     /// Container name; the primary container by default.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
     pub container: Option<String>,
 }
 
@@ -78,6 +84,7 @@ pub struct LogsResponse {
 pub struct MultiRequest {
     /// What `create_multi` (or `start_multi`) returned, or Bay's own record of
     /// it: only `name` and `container_id` are required.
+    #[schema(min_items = 1)]
     pub containers: Vec<MultiContainerRef>,
 }
 
@@ -150,7 +157,8 @@ pub struct PluginsResponse {
 }
 
 #[utoipa::path(post, path = "/v1/sessions", request_body = CreateSession,
-    responses((status = 201, body = Created), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Created, description = "created"), (status = 200, body = Created, description = "a live Pod of the same session already existed and was adopted"),
+        (status = 403, body = Problem), (status = 404, body = Problem, description = "the cargo volume does not exist"), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create_session(
     State(s): State<Shared>,
@@ -198,7 +206,7 @@ pub async fn destroy_session(
 pub async fn session_status(
     State(s): State<Shared>,
     Path(id): Path<String>,
-    Query(q): Query<StatusQuery>,
+    ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> Result<Json<StatusInfo>> {
     Ok(Json(s.driver.status(&id, q.runtime_port).await?))
 }
@@ -208,7 +216,7 @@ pub async fn session_status(
 pub async fn session_logs(
     State(s): State<Shared>,
     Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Json<LogsResponse>> {
     let logs = s
         .driver
@@ -323,6 +331,9 @@ pub async fn create_session_network(
     ApiJson(r): ApiJson<SessionNetworkRequest>,
 ) -> Result<Json<SessionNetworkResponse>> {
     // Containers of one Pod share localhost: nothing to create.
+    if r.session_id.is_empty() {
+        return Err(Error::InvalidRequest("session_id must not be empty".into()));
+    }
     crate::labels::validate_label_value(&r.session_id)
         .map_err(|e| Error::InvalidRequest(format!("session_id: {e}")))?;
     Ok(Json(SessionNetworkResponse {
@@ -331,8 +342,10 @@ pub async fn create_session_network(
 }
 
 #[utoipa::path(delete, path = "/v1/session-networks/{name}", params(("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
-pub async fn remove_session_network(Path(_name): Path<String>) -> StatusCode {
-    StatusCode::NO_CONTENT
+pub async fn remove_session_network(Path(name): Path<String>) -> Result<StatusCode> {
+    crate::labels::validate_dns_subdomain(&name)
+        .map_err(|e| Error::InvalidRequest(format!("network name: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn render_response<T: Serialize>(

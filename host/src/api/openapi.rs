@@ -53,6 +53,11 @@ fn complete(op: &mut Operation) {
         }
     }
     let body = op.request_body.is_some();
+    let query = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.parameter_in == ParameterIn::Query);
     let mut add = |status: &str, description: &str| {
         op.responses
             .responses
@@ -60,6 +65,10 @@ fn complete(op: &mut Operation) {
             .or_insert_with(|| problem(description));
     };
     add("401", "unauthorized: no or a wrong bearer token");
+    add(
+        "404",
+        "not_found: the session, volume or container it names does not exist",
+    );
     add(
         "422",
         "invalid_request: a name, label or value Kubernetes would refuse",
@@ -73,7 +82,17 @@ fn complete(op: &mut Operation) {
         "503",
         "kubernetes_unavailable: the API server cannot be reached",
     );
+    if query {
+        add(
+            "400",
+            "invalid_request: a query parameter of the wrong type",
+        );
+    }
     if body {
+        add(
+            "409",
+            "conflict: the name is taken by another session, or is being deleted",
+        );
         add(
             "400",
             "invalid_request: the body is not the JSON this route takes",

@@ -83,8 +83,13 @@ pub struct RuntimeInstance {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultiContainerRef {
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// The session's Pod name, the same for every container.
+    #[schema(
+        pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        max_length = 253
+    )]
     pub container_id: String,
     #[serde(default)]
     pub endpoint: Option<String>,
@@ -104,21 +109,22 @@ fn default_runtime_type() -> String {
     "ship".into()
 }
 
-/// The one Pod a list of containers belongs to.
-fn multi_pod(containers: &[MultiContainerRef]) -> Result<String> {
-    let Some(first) = containers.first() else {
+/// The Pods a list of containers belongs to, each once, in order: one for
+/// a multi-container session (every entry carries the session's Pod).
+fn multi_pods(containers: &[MultiContainerRef]) -> Result<Vec<String>> {
+    if containers.is_empty() {
         return Err(Error::InvalidRequest("containers must not be empty".into()));
-    };
-    if containers
-        .iter()
-        .any(|c| c.container_id != first.container_id)
-    {
-        return Err(Error::InvalidRequest(
-            "all containers of a multi-container session share one container_id (the Pod)".into(),
-        ));
     }
-    validate_id(&first.container_id)?;
-    Ok(first.container_id.clone())
+    let mut pods: Vec<String> = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        labels::validate_dns_label(&c.name)
+            .map_err(|e| Error::InvalidRequest(format!("containers[{i}].name: {e}")))?;
+        validate_id(&c.container_id)?;
+        if !pods.contains(&c.container_id) {
+            pods.push(c.container_id.clone());
+        }
+    }
+    Ok(pods)
 }
 
 /// One container of a multi-container session (Bay's MultiContainerInfo).
@@ -276,7 +282,7 @@ impl Driver {
             .await?
         {
             None => {
-                return Err(Error::InvalidRequest(format!(
+                return Err(Error::NotFound(format!(
                     "cargo volume {:?} does not exist; create it first",
                     cargo.driver_ref
                 )));
@@ -351,6 +357,28 @@ impl Driver {
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get("storage"))
             .cloned();
+        // Kubernetes expands only bound claims. A claim made a moment ago
+        // under an Immediate StorageClass binds within a second or two; one
+        // under WaitForFirstConsumer binds only with its first Pod, and is
+        // then expanded by the next session's `create`.
+        if !bound(claim) {
+            let deadline = Instant::now() + BIND_WAIT;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = self.kube("get_pvc", self.pvcs().get_opt(name)).await?;
+                if now.as_ref().is_some_and(bound) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let w = format!(
+                        "cargo volume {name:?} is not bound yet, so it keeps its size, less than cargo {:?}'s {} MiB; it is expanded when a later session starts after it is bound",
+                        req.cargo.id, req.cargo.size_limit_mb
+                    );
+                    tracing::warn!("{w}");
+                    return Ok(vec![w]);
+                }
+            }
+        }
         let patch = serde_json::json!({
             "spec": { "resources": { "requests": { "storage": storage } } }
         });
@@ -413,6 +441,7 @@ impl Driver {
     /// Waits until the Pod is Running with an IP; fails fast with the
     /// Kubernetes reason when it cannot get there.
     pub async fn wait_running(&self, container_id: &str) -> Result<Pod> {
+        validate_id(container_id)?;
         let timeout = Duration::from_secs(self.config.startup_timeout_s);
         let pods = self.pods();
         let Some(pod) = self.kube("get_pod", pods.get_opt(container_id)).await? else {
@@ -560,6 +589,11 @@ impl Driver {
         runtime_port: Option<u16>,
     ) -> Result<StatusInfo> {
         validate_id(container_id)?;
+        if runtime_port == Some(0) {
+            return Err(Error::InvalidRequest(
+                "runtime_port must be within 1..=65535".into(),
+            ));
+        }
         let Some(pod) = self
             .kube("get_pod", self.pods().get_opt(container_id))
             .await?
@@ -603,6 +637,10 @@ impl Driver {
         container: Option<String>,
     ) -> Result<String> {
         validate_id(container_id)?;
+        if let Some(c) = &container {
+            labels::validate_dns_label(c)
+                .map_err(|e| Error::InvalidRequest(format!("container: {e}")))?;
+        }
         if !(1..=100_000).contains(&tail) {
             return Err(Error::InvalidRequest(
                 "tail must be within 1..=100000".into(),
@@ -764,35 +802,38 @@ impl Driver {
         &self,
         containers: Vec<MultiContainerRef>,
     ) -> Result<Vec<MultiContainerInfo>> {
-        let id = multi_pod(&containers)?;
-        let pod = self.wait_running(&id).await?;
-        let states = state::container_states(&pod);
-        let spec = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
+        let mut pods = BTreeMap::new();
+        for id in multi_pods(&containers)? {
+            let pod = self.wait_running(&id).await?;
+            pods.insert(id, pod);
+        }
         containers
             .into_iter()
             .map(|c| {
-                let declared = spec
+                let pod = &pods[&c.container_id];
+                let declared = pod
+                    .spec
                     .iter()
+                    .flat_map(|s| &s.containers)
                     .find(|k| k.name == c.name)
                     .and_then(|k| k.ports.as_ref()?.first())
                     .and_then(|p| u16::try_from(p.container_port).ok());
                 let Some(port) = c.runtime_port.or(declared) else {
                     return Err(Error::InvalidRequest(format!(
-                        "container {:?} is not in session {id} and has no runtime_port",
-                        c.name
+                        "container {:?} is not in session {} and has no runtime_port",
+                        c.name, c.container_id
                     )));
                 };
-                let status = match states.iter().find(|s| s.name == c.name) {
+                let status = match state::container_states(pod)
+                    .iter()
+                    .find(|s| s.name == c.name)
+                {
                     Some(s) if s.state == "running" => SessionStatus::Running,
                     Some(s) if s.state == "terminated" => SessionStatus::Exited,
                     _ => SessionStatus::Created,
                 };
                 Ok(MultiContainerInfo {
-                    endpoint: Some(endpoint(&pod, port)),
+                    endpoint: Some(endpoint(pod, port)),
                     status,
                     name: c.name,
                     container_id: c.container_id,
@@ -806,12 +847,18 @@ impl Driver {
 
     /// Stops a multi-container session: its one Pod.
     pub async fn stop_multi(&self, containers: &[MultiContainerRef]) -> Result<()> {
-        self.stop(&multi_pod(containers)?).await
+        for id in multi_pods(containers)? {
+            self.stop(&id).await?;
+        }
+        Ok(())
     }
 
     /// Destroys a multi-container session: its one Pod.
     pub async fn destroy_multi(&self, containers: &[MultiContainerRef]) -> Result<()> {
-        self.destroy(&multi_pod(containers)?).await
+        for id in multi_pods(containers)? {
+            self.destroy(&id).await?;
+        }
+        Ok(())
     }
 
     /// Checks the API server answers (for `/readyz`).
@@ -824,6 +871,14 @@ impl Driver {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// How long `create` waits for a just-made cargo claim to bind before it
+/// gives up growing it for this session.
+const BIND_WAIT: Duration = Duration::from_secs(5);
+
+fn bound(claim: &PersistentVolumeClaim) -> bool {
+    claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
 fn validate_id(id: &str) -> Result<()> {

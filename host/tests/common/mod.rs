@@ -123,7 +123,7 @@ pub fn sidecar_profile() -> Profile {
                 env: BTreeMap::new(),
                 proxy: None,
                 health_check_path: Some("/health".into()),
-                primary: true,
+                primary: false,
                 security_context: None,
             },
             ContainerSpec {

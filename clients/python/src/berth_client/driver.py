@@ -58,8 +58,6 @@ def _container(c: Any) -> dict[str, Any]:
         "primary_for": list(_get(c, "primary_for", []) or []),
         "env": {str(k): str(v) for k, v in (_get(c, "env", {}) or {}).items()},
     }
-    if _get(c, "primary") is True:
-        spec["primary"] = True
     if _get(c, "resources") is not None:
         spec["resources"] = _resources(_get(c, "resources"))
     if _get(c, "health_check_path"):
