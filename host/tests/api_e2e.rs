@@ -751,40 +751,43 @@ async fn policy_denials_create_nothing() {
     );
 }
 
-#[tokio::test]
-async fn restricted_namespace_with_and_without_the_restricted_plugin() {
-    let client = kube_client().await;
-    let ns = restricted_namespace(&client, "psa").await;
-    let with = berth(&ns, shipped_chain()).await;
-    let id = unique("r");
-    create_volume(&with, &format!("cargo-{id}")).await;
-    let (s, v) = with
-        .post_json("/v1/sessions", &create_body(&id, &profile()))
-        .await;
-    assert_eq!(
-        s,
-        StatusCode::CREATED,
-        "PodSecurity admits the plugin's Pod: {v}"
-    );
-    let (s, v) = with
+/// Creates the session's cargo and the session, and starts it: each must
+/// succeed.
+async fn create_and_start(b: &TestServer, id: &str, profile: &berth::model::Profile) {
+    create_volume(b, &format!("cargo-{id}")).await;
+    let (s, v) = b.post_json("/v1/sessions", &create_body(id, profile)).await;
+    assert_eq!(s, StatusCode::CREATED, "admitted: {v}");
+    let (s, v) = b
         .post_json(&format!("/v1/sessions/bay-session-{id}/start"), &json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+}
 
-    let without = berth(&ns, vec![]).await;
-    let id2 = unique("r");
-    create_volume(&without, &format!("cargo-{id2}")).await;
-    let body = problem(
-        without
-            .post("/v1/sessions")
-            .json(&create_body(&id2, &profile()))
+/// A create that policy (a plugin, or Kubernetes admission) refuses.
+async fn create_denied(b: &TestServer, id: &str, profile: &berth::model::Profile) -> Value {
+    problem(
+        b.post("/v1/sessions")
+            .json(&create_body(id, profile))
             .send()
             .await
             .unwrap(),
         StatusCode::FORBIDDEN,
         "denied_by_policy",
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn restricted_namespace_with_and_without_the_restricted_plugin() {
+    let client = kube_client().await;
+    let ns = restricted_namespace(&client, "psa").await;
+    let with = berth(&ns, shipped_chain()).await;
+    create_and_start(&with, &unique("r"), &profile()).await;
+
+    let without = berth(&ns, vec![]).await;
+    let id2 = unique("r");
+    create_volume(&without, &format!("cargo-{id2}")).await;
+    let body = create_denied(&without, &id2, &profile()).await;
     assert_eq!(body["plugin"], "kubernetes-admission");
     assert_detail(&body, "violates PodSecurity \"restricted:latest\"");
 }
@@ -803,17 +806,7 @@ async fn baseline_namespace_admits_ship_as_it_runs() {
     let mut ship = profile();
     ship.security_context = Some(serde_json::from_value(json!({ "runAsUser": 0 })).unwrap());
     let id = unique("b");
-    create_volume(&b, &format!("cargo-{id}")).await;
-    let (s, v) = b.post_json("/v1/sessions", &create_body(&id, &ship)).await;
-    assert_eq!(
-        s,
-        StatusCode::CREATED,
-        "PodSecurity baseline admits it: {v}"
-    );
-    let (s, v) = b
-        .post_json(&format!("/v1/sessions/bay-session-{id}/start"), &json!({}))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    create_and_start(&b, &id, &ship).await;
     let pod = Api::<Pod>::namespaced(client.clone(), &ns)
         .get(&format!("bay-session-{id}"))
         .await
@@ -832,29 +825,13 @@ async fn baseline_namespace_admits_ship_as_it_runs() {
         Some(serde_json::from_value(json!({ "privileged": true })).unwrap());
     let id2 = unique("b");
     create_volume(&b, &format!("cargo-{id2}")).await;
-    let body = problem(
-        b.post("/v1/sessions")
-            .json(&create_body(&id2, &privileged))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::FORBIDDEN,
-        "denied_by_policy",
-    )
-    .await;
-    assert_eq!(body["plugin"], "restricted");
+    assert_eq!(
+        create_denied(&b, &id2, &privileged).await["plugin"],
+        "restricted"
+    );
     // ...and without the plugin, PodSecurity admission refuses the same Pod.
     let bare = berth(&ns, vec![]).await;
-    let body = problem(
-        bare.post("/v1/sessions")
-            .json(&create_body(&id2, &privileged))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::FORBIDDEN,
-        "denied_by_policy",
-    )
-    .await;
+    let body = create_denied(&bare, &id2, &privileged).await;
     assert_eq!(body["plugin"], "kubernetes-admission");
     assert_detail(&body, "violates PodSecurity \"baseline:latest\"");
 }
