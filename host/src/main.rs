@@ -179,8 +179,11 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path, &|k| std::env::var(k).ok()).context("invalid configuration")
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Only `serve` runs in a Tokio runtime. The offline tools call plugins
+/// from plain threads, as the server's blocking pool does: WASI's sync
+/// bindings drive their own futures, which a runtime's worker thread cannot
+/// (a plugin that printed or slept made them panic).
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
@@ -189,7 +192,9 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = cfg.ensure_token()? {
                 tracing::warn!(path = %path.display(), "no API tokens configured; generated one");
             }
-            berth::server::serve(cfg, config).await
+            tokio::runtime::Runtime::new()
+                .context("cannot start the async runtime")?
+                .block_on(berth::server::serve(cfg, config))
         }
         Command::Check { config } => {
             let cfg = load(config.as_deref())?;
@@ -289,6 +294,7 @@ async fn main() -> anyhow::Result<()> {
             let req: berth::harness::Request = serde_yaml::from_str(&text)
                 .with_context(|| format!("{} is not a request", request.display()))?;
             let engine = berth::server::policy_engine(&cfg)?;
+            let mut failed = false;
             for hook in [berth::plugin::Hook::Pod, berth::plugin::Hook::Pvc] {
                 let (object, ctx) =
                     berth::harness::build(&cfg, hook, &req).map_err(anyhow::Error::msg)?;
@@ -307,8 +313,14 @@ async fn main() -> anyhow::Result<()> {
                             );
                         }
                     }
-                    Err(e) => println!("---\n# {hook:?}: {e}"),
+                    Err(e) => {
+                        println!("---\n# {hook:?}: {e}");
+                        failed = true;
+                    }
                 }
+            }
+            if failed {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -274,6 +274,42 @@ fn endless_loops_hit_the_deadline() {
 }
 
 #[test]
+fn a_sleeping_plugin_ends_at_its_deadline_not_when_it_wakes() {
+    // The fixture sleeps 5 s in wasi:io/poll, host code that epoch
+    // interruption cannot reach.
+    let mut cfg = hostile("sleep");
+    cfg.deadline_ms = 100;
+    let engine = engine(&[cfg]).expect("load");
+    let started = std::time::Instant::now();
+    match shape(&engine, &profile()) {
+        Err(PolicyError::Plugin(PluginError::Timeout { plugin, deadline })) => {
+            assert_eq!(plugin, "hostile-sleep");
+            assert_eq!(deadline.as_millis(), 100);
+        }
+        other => panic!("expected a timeout, got {:?}", other.map(|s| s.steps.len())),
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+
+    // The same holds at load, for validate-settings.
+    let mut at_load = hostile("sleep-at-load");
+    at_load.deadline_ms = 100;
+    let started = std::time::Instant::now();
+    let e = self::engine(&[at_load])
+        .err()
+        .expect("a load that sleeps fails");
+    assert!(matches!(e, PluginError::Timeout { .. }), "{e}");
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn a_plugin_that_prints_runs_and_its_output_goes_nowhere() {
+    let engine = engine(&[hostile("print")]).expect("load");
+    assert!(shape(&engine, &profile()).is_ok());
+}
+
+#[test]
 fn memory_bombs_hit_the_cap() {
     let e = hostile_error("memory-bomb");
     assert!(

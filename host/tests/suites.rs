@@ -310,3 +310,86 @@ fn filter_and_report_on_the_command_line() {
         "{xml}"
     );
 }
+
+/// The offline tools as a user runs them, with plugins that print and sleep:
+/// no panic, the plugin named, and an exit status that says what happened.
+#[test]
+fn offline_tools_survive_plugins_that_print_or_sleep() {
+    let hostile = wasm("berth_fixture_hostile");
+    let dir = tempfile::tempdir().unwrap();
+    let config = |mode: &str| {
+        write(
+            dir.path(),
+            &format!("{mode}.yaml"),
+            &format!(
+                "tokens: [unused-token-0123456789]\nplugins:\n  - {{ name: {mode}, path: {}, deadline_ms: 100, settings: {{ mode: {mode} }} }}\n",
+                hostile.display()
+            ),
+        )
+    };
+    let req = write(
+        dir.path(),
+        "req.yaml",
+        "session: { id: s1, sandbox_id: sb1 }\nprofile: { id: python, image: \"ship:1.0\" }\ncargo: { id: c1, driver_ref: cargo-c1 }\n",
+    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .env("BERTH_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("panicked"), "{text}");
+        (out.status.code(), text)
+    };
+    let print = config("print");
+    let (code, text) = run(&[
+        "render".as_ref(),
+        "--config".as_ref(),
+        print.as_os_str(),
+        "--request".as_ref(),
+        req.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("# Pod after 1 plugin(s)"), "{text}");
+    let (code, text) = run(&["check".as_ref(), "--config".as_ref(), print.as_os_str()]);
+    assert_eq!(code, Some(0), "{text}");
+
+    let started = std::time::Instant::now();
+    let sleep = config("sleep");
+    let (code, text) = run(&[
+        "render".as_ref(),
+        "--config".as_ref(),
+        sleep.as_os_str(),
+        "--request".as_ref(),
+        req.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "a failed chain is a failed render: {text}");
+    assert!(text.contains("sleep") && text.contains("100ms"), "{text}");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "took {took:?}: the 5 s sleep was waited out"
+    );
+
+    let suite = write(
+        dir.path(),
+        "suite.yaml",
+        &format!(
+            "plugins:\n  - {{ name: print, path: {}, settings: {{ mode: print }} }}\ncases:\n  - name: prints\n    input: {{ apiVersion: v1, kind: Pod, metadata: {{ name: p }}, spec: {{ containers: [] }} }}\n    expect: {{ golden: golden.yaml }}\n",
+            hostile.display()
+        ),
+    );
+    let (code, text) = run(&[
+        "plugin".as_ref(),
+        "test".as_ref(),
+        suite.as_os_str(),
+        "--update".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("1 passed, 0 failed"), "{text}");
+}

@@ -100,12 +100,63 @@ impl Drop for Runtime {
 }
 
 /// Per-call store data: an empty WASI context (no preopens, env, args,
-/// stdio or network), the memory limiter and attribution for logs.
+/// stdio or network), the memory limiter, the call's deadline and
+/// attribution for logs.
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryCap,
     plugin: Arc<str>,
+    /// When the call must be over. Epoch interruption ends running code;
+    /// waits in `wasi:io/poll` (a sleep, a clock subscription) are host code
+    /// that epochs cannot interrupt, so they are cut at this instant.
+    deadline: Instant,
+}
+
+/// The `wasi:io/poll` interface this host links (wasmtime-wasi 48); guests
+/// importing any 0.2.x resolve to it.
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// A plugin waited in `wasi:io/poll` past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin was still waiting (wasi:io/poll) at its deadline")]
+struct WaitedPastDeadline;
+
+/// Runs one of WASI's waits, but not past the call's deadline.
+fn wait_within<F: std::future::Future>(deadline: Instant, f: F) -> wasmtime::Result<F::Output> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    // The timer is made inside the runtime `in_tokio` enters (or starts).
+    wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout(left, f).await })
+        .map_err(|_| wasmtime::Error::new(WaitedPastDeadline))
+}
+
+/// Replaces `poll` and `pollable.block` with versions bounded by the call's
+/// deadline; everything else in `wasi:io/poll` stays wasmtime-wasi's.
+fn bound_waits(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi_io::bindings::wasi::io::poll::{Host, HostPollable};
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    poll.func_wrap(
+        "poll",
+        |mut store: wasmtime::StoreContextMut<'_, CallState>,
+         (list,): (Vec<Resource<DynPollable>>,)| {
+            let state = store.data_mut();
+            let deadline = state.deadline;
+            wait_within(deadline, Host::poll(&mut state.table, list))?.map(|ready| (ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: wasmtime::StoreContextMut<'_, CallState>, (p,): (Resource<DynPollable>,)| {
+            let state = store.data_mut();
+            let deadline = state.deadline;
+            wait_within(deadline, HostPollable::block(&mut state.table, p))?
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl WasiView for CallState {
@@ -233,6 +284,7 @@ impl Runtime {
         let mut linker: Linker<CallState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        bound_waits(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
             &mut linker,
             |s| s,
@@ -397,6 +449,7 @@ impl Runtime {
                 peak: 0,
             },
             plugin: plugin.name.clone(),
+            deadline: Instant::now() + plugin.limits.deadline,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -493,6 +546,12 @@ fn classify(
         return PluginError::MemoryExceeded {
             plugin,
             limit: limits.memory_bytes,
+        };
+    }
+    if e.downcast_ref::<WaitedPastDeadline>().is_some() {
+        return PluginError::Timeout {
+            plugin,
+            deadline: limits.deadline,
         };
     }
     match e.downcast_ref::<Trap>() {
