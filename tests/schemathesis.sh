@@ -17,6 +17,9 @@ cat >"$work/config.yaml" <<YAML
 listen: 127.0.0.1:$port
 tokens: [$token]
 namespace: bay
+# Claims never bind (no such StorageClass): a run makes many volumes and
+# must not use up the test cluster's PersistentVolumes.
+storage_class: berth-schemathesis-none
 kubeconfig: $BERTH_TEST_KUBECONFIG
 startup_timeout_s: 5
 destroy_timeout_s: 5

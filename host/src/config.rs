@@ -111,6 +111,14 @@ pub struct Config {
     pub plugin_cache_dir: Option<PathBuf>,
     /// Plugin instances that may run at once (pooling allocator slots).
     pub plugin_max_instances: u32,
+    /// Policy chains that may run at once; `None` means one per CPU the
+    /// process may use. More would only make calls fight for the CPU and miss
+    /// their wall-clock deadlines. At most `plugin_max_instances`.
+    pub plugin_concurrency: Option<u32>,
+    /// How long a request waits for a free chain slot before it is answered
+    /// 503 `overloaded` (with `Retry-After`). The wait does not count against
+    /// any plugin's deadline.
+    pub plugin_queue_timeout_ms: u64,
     pub network_policy: NetworkPolicyConfig,
     pub log_format: LogFormat,
     /// Largest request body accepted, in bytes.
@@ -139,6 +147,8 @@ impl Default for Config {
             plugins: Vec::new(),
             plugin_cache_dir: None,
             plugin_max_instances: 64,
+            plugin_concurrency: None,
+            plugin_queue_timeout_ms: 2000,
             network_policy: NetworkPolicyConfig::default(),
             log_format: LogFormat::Text,
             max_body_bytes: 1 << 20,
@@ -179,12 +189,24 @@ const ENV_KEYS: &[&str] = &[
     "label_prefix",
     "plugin_cache_dir",
     "plugin_max_instances",
+    "plugin_concurrency",
+    "plugin_queue_timeout_ms",
     "log_format",
     "max_body_bytes",
 ];
 const LIST_KEYS: &[&str] = &["tokens", "image_pull_secrets"];
 
 impl Config {
+    /// Chains that may run at once: `plugin_concurrency`, else one per CPU
+    /// this process may use, never more than the instance pool holds.
+    pub fn plugin_slots(&self) -> usize {
+        let n = self
+            .plugin_concurrency
+            .map(|n| n as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        n.clamp(1, self.plugin_max_instances as usize)
+    }
+
     /// Loads `path` (or the defaults), applies the environment, validates.
     pub fn load(
         path: Option<&Path>,
@@ -316,6 +338,17 @@ impl Config {
         }
         if self.plugin_max_instances == 0 || self.plugin_max_instances > 4096 {
             return bad("plugin_max_instances", "must be within 1..=4096".into());
+        }
+        if let Some(n) = self.plugin_concurrency
+            && (n == 0 || n > self.plugin_max_instances)
+        {
+            return bad(
+                "plugin_concurrency",
+                format!(
+                    "must be within 1..=plugin_max_instances ({})",
+                    self.plugin_max_instances
+                ),
+            );
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024".into());

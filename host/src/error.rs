@@ -24,6 +24,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Timeout(String),
+    /// Every policy chain slot stayed busy for the whole queue timeout:
+    /// backpressure, not any plugin's fault. Retry after a moment.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("Kubernetes API unavailable: {0}")]
     KubernetesUnavailable(String),
     /// The API server answered with an error Berth did not expect.

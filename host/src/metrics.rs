@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -57,6 +58,12 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
     pub policy_denials: Family<PluginLabels, Counter>,
     pub pod_watch_events: Family<OutcomeLabels, Counter>,
+    /// Requests waiting for a policy chain slot right now.
+    pub plugin_queue_waiting: Gauge,
+    /// How long requests waited for a slot (answered or given up).
+    pub plugin_queue_wait_seconds: Histogram,
+    /// Requests answered 503 `overloaded` after the whole queue timeout.
+    pub plugin_queue_rejections: Counter,
 }
 
 impl Default for Metrics {
@@ -118,7 +125,28 @@ impl Metrics {
             "Events of the shared session Pod watch: applied to the cache, or watch errors (retried with backoff)",
             pod_watch_events.clone(),
         );
+        let plugin_queue_waiting = Gauge::default();
+        let plugin_queue_wait_seconds = latency_histogram();
+        let plugin_queue_rejections = Counter::default();
+        registry.register(
+            "plugin_queue_waiting",
+            "Requests waiting for a free policy chain slot",
+            plugin_queue_waiting.clone(),
+        );
+        registry.register(
+            "plugin_queue_wait_seconds",
+            "Time requests waited for a policy chain slot",
+            plugin_queue_wait_seconds.clone(),
+        );
+        registry.register(
+            "plugin_queue_rejections",
+            "Requests answered overloaded: no chain slot freed within plugin_queue_timeout_ms",
+            plugin_queue_rejections.clone(),
+        );
         Metrics {
+            plugin_queue_waiting,
+            plugin_queue_wait_seconds,
+            plugin_queue_rejections,
             registry,
             requests,
             request_seconds,

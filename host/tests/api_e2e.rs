@@ -879,6 +879,58 @@ async fn an_idle_pod_watch_stays_healthy_and_a_timeout_says_what_the_pod_waits_f
 }
 
 #[tokio::test]
+async fn a_full_chain_queue_is_backpressure_not_a_plugin_failure() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "busy", &[]).await;
+    let mut slow = hostile("loop");
+    slow.deadline_ms = 1500;
+    let b = berth_with(&ns, vec![slow], |c| {
+        c.plugin_concurrency = Some(1);
+        c.plugin_queue_timeout_ms = 200;
+    })
+    .await;
+    let render = || async {
+        b.post("/v1/render/pod")
+            .json(&create_body(&unique("q"), &profile()))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (first, second) = tokio::join!(render(), async {
+        // The first request takes the only slot.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        render().await
+    });
+    assert_eq!(
+        second
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    let body = problem(second, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    assert_detail(&body, "policy chain slots stayed busy for 200 ms");
+    assert!(body.get("plugin").is_none(), "no plugin is blamed: {body}");
+    // The plugin that held the slot got its whole deadline and failed alone.
+    let body = problem(first, StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed").await;
+    assert_eq!(body["plugin"], "hostile-loop");
+    let metrics = b.metrics().await;
+    assert!(
+        metrics.contains("berth_plugin_queue_rejections_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("berth_plugin_failures_total{plugin=\"hostile-loop\",reason=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_plugin_queue_waiting 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn render_shows_the_exact_objects_and_touches_nothing() {
     let client = kube_client().await;
     let ns = namespace(&client, "render", &[]).await;

@@ -311,7 +311,17 @@ fn a_plugin_that_prints_runs_and_its_output_goes_nowhere() {
 
 #[test]
 fn memory_bombs_hit_the_cap() {
-    let e = hostile_error("memory-bomb");
+    // Growing to 64 MiB faults in every page; on a busy machine that takes
+    // longer than the default 100 ms deadline. Only the cap may end it here.
+    let mut bomb = hostile("memory-bomb");
+    bomb.deadline_ms = 10_000;
+    let e = match shape(&engine(&[bomb]).expect("load"), &profile()) {
+        Err(PolicyError::Plugin(e)) => e,
+        other => panic!(
+            "expected a plugin error, got {:?}",
+            other.map(|s| s.steps.len())
+        ),
+    };
     assert!(
         matches!(e, PluginError::MemoryExceeded { limit, .. } if limit == 64 << 20),
         "{e}"

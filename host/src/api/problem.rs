@@ -24,6 +24,7 @@ pub enum ProblemCode {
     PluginFailed,
     StartFailed,
     Timeout,
+    Overloaded,
     KubernetesUnavailable,
     Internal,
 }
@@ -95,6 +96,9 @@ impl From<&Error> for Problem {
                 ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "start_failed", detail)
             },
             Error::Timeout(_) => Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", detail),
+            Error::Overloaded(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail)
+            }
             Error::KubernetesUnavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "kubernetes_unavailable",
@@ -110,9 +114,22 @@ impl From<&Error> for Problem {
     }
 }
 
+/// Seconds a client should wait before it retries an `overloaded` request.
+const RETRY_AFTER_S: &str = "1";
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = Problem::from(&self);
+        if matches!(self, Error::Overloaded(_)) {
+            // Backpressure is the system working, not failing.
+            tracing::warn!(code = %problem.code, "{}", problem.detail);
+            let mut resp = problem.into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_S),
+            );
+            return resp;
+        }
         if problem.status >= 500 {
             tracing::error!(code = %problem.code, "{}", problem.detail);
         } else {

@@ -147,6 +147,8 @@ pub struct Driver {
     keys: LabelKeys,
     /// Started by the first waiter, shared by all after it.
     pod_watch: tokio::sync::OnceCell<PodWatch>,
+    /// One permit per policy chain that may run at once (`plugin_slots`).
+    chain_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Driver {
@@ -157,6 +159,7 @@ impl Driver {
         metrics: Arc<Metrics>,
     ) -> Driver {
         let keys = LabelKeys::new(&config.label_prefix);
+        let chain_slots = Arc::new(tokio::sync::Semaphore::new(config.plugin_slots()));
         Driver {
             client,
             config,
@@ -164,6 +167,7 @@ impl Driver {
             metrics,
             keys,
             pod_watch: tokio::sync::OnceCell::new(),
+            chain_slots,
         }
     }
 
@@ -221,10 +225,12 @@ impl Driver {
     where
         T: Shapeable + Send + 'static,
     {
+        let slot = self.chain_slot().await?;
         let policy = self.policy.clone();
         let prefix = self.config.label_prefix.clone();
         let span = tracing::info_span!("policy_chain", kind = T::KIND, profile = %ctx.profile_id);
         let result = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let _g = span.enter();
             let chain = policy.chain();
             chain.shape(policy.runtime(), &ctx, object, &prefix)
@@ -243,6 +249,33 @@ impl Driver {
                 .plugin_failed(e.plugin().unwrap_or("-"), e.reason()),
         }
         Ok(result?)
+    }
+
+    /// Waits for a free chain slot, up to `plugin_queue_timeout_ms`. Chains
+    /// beyond the CPUs would only slow each other past their deadlines, and
+    /// a plugin that missed its deadline because the machine was busy would
+    /// be blamed for it; a full queue is answered `overloaded` instead.
+    async fn chain_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let wait = Duration::from_millis(self.config.plugin_queue_timeout_ms);
+        let started = Instant::now();
+        self.metrics.plugin_queue_waiting.inc();
+        let got = tokio::time::timeout(wait, self.chain_slots.clone().acquire_owned()).await;
+        self.metrics.plugin_queue_waiting.dec();
+        self.metrics
+            .plugin_queue_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match got {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Error::Internal("the chain slots are closed".into())),
+            Err(_) => {
+                self.metrics.plugin_queue_rejections.inc();
+                Err(Error::Overloaded(format!(
+                    "all {} policy chain slots stayed busy for {} ms; retry shortly",
+                    self.config.plugin_slots(),
+                    wait.as_millis()
+                )))
+            }
+        }
     }
 
     /// The exact Pod `create` would submit, after all plugins.

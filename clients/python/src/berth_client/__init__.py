@@ -2,12 +2,12 @@
 
 from .client import BerthClient
 from .driver import BerthDriver
-from .errors import (BerthError, Conflict, DeniedByPolicy, InvalidRequest, NotFound, PluginFailed, StartFailed,
-                     Timeout, Unauthorized, Unavailable)
+from .errors import (BerthError, Conflict, DeniedByPolicy, InvalidRequest, NotFound, Overloaded, PluginFailed,
+                     StartFailed, Timeout, Unauthorized, Unavailable)
 from .models import ContainerInfo, ContainerState, ContainerStatus, MultiContainerInfo, RuntimeInstance
 
 __all__ = [
     "BerthClient", "BerthDriver", "BerthError", "Conflict", "DeniedByPolicy", "InvalidRequest", "NotFound",
-    "PluginFailed", "StartFailed", "Timeout", "Unauthorized", "Unavailable", "ContainerInfo", "ContainerState",
+    "Overloaded", "PluginFailed", "StartFailed", "Timeout", "Unauthorized", "Unavailable", "ContainerInfo", "ContainerState",
     "MultiContainerInfo", "RuntimeInstance", "ContainerStatus",
 ]

@@ -71,9 +71,17 @@ class Unavailable(BerthError):
     code = "kubernetes_unavailable"
 
 
+class Overloaded(Unavailable):
+    """Every policy chain slot stayed busy: retry after a moment (Berth sends
+    `Retry-After`). Idempotent calls are retried by the client."""
+
+    code = "overloaded"
+
+
 _BY_CODE = {
     cls.code: cls
-    for cls in (InvalidRequest, Unauthorized, NotFound, Conflict, DeniedByPolicy, PluginFailed, StartFailed, Timeout, Unavailable)
+    for cls in (InvalidRequest, Unauthorized, NotFound, Conflict, DeniedByPolicy, PluginFailed, StartFailed, Timeout,
+                Unavailable, Overloaded)
 }
 
 
