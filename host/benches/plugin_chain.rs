@@ -172,6 +172,7 @@ fn main() {
         cache_dir: cache,
         max_instances: 16,
         max_memory_bytes: 256 << 20,
+        ..RuntimeOptions::default()
     };
     let rt = Runtime::new(opts(Some(cache.clone()))).unwrap();
     for (name, file, s) in settings() {

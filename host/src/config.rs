@@ -119,6 +119,9 @@ pub struct Config {
     /// 503 `overloaded` (with `Retry-After`). The wait does not count against
     /// any plugin's deadline.
     pub plugin_queue_timeout_ms: u64,
+    /// Time one run of the whole policy chain may take, in milliseconds;
+    /// each plugin's deadline is cut to what is left of it.
+    pub plugin_chain_budget_ms: u64,
     pub network_policy: NetworkPolicyConfig,
     pub log_format: LogFormat,
     /// Largest request body accepted, in bytes.
@@ -149,6 +152,7 @@ impl Default for Config {
             plugin_max_instances: 64,
             plugin_concurrency: None,
             plugin_queue_timeout_ms: 2000,
+            plugin_chain_budget_ms: 2000,
             network_policy: NetworkPolicyConfig::default(),
             log_format: LogFormat::Text,
             max_body_bytes: 1 << 20,
@@ -191,6 +195,7 @@ const ENV_KEYS: &[&str] = &[
     "plugin_max_instances",
     "plugin_concurrency",
     "plugin_queue_timeout_ms",
+    "plugin_chain_budget_ms",
     "log_format",
     "max_body_bytes",
 ];
@@ -338,6 +343,9 @@ impl Config {
         }
         if self.plugin_max_instances == 0 || self.plugin_max_instances > 4096 {
             return bad("plugin_max_instances", "must be within 1..=4096".into());
+        }
+        if self.plugin_chain_budget_ms == 0 || self.plugin_chain_budget_ms > 60_000 {
+            return bad("plugin_chain_budget_ms", "must be within 1..=60000".into());
         }
         if let Some(n) = self.plugin_concurrency
             && (n == 0 || n > self.plugin_max_instances)

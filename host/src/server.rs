@@ -25,6 +25,7 @@ pub fn policy_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
             .max()
             .unwrap_or(64 << 20)
             .max(64 << 20),
+        chain_budget: std::time::Duration::from_millis(config.plugin_chain_budget_ms),
     })?;
     Ok(PolicyEngine::new(
         runtime,

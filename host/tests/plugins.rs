@@ -21,6 +21,7 @@ fn runtime() -> Runtime {
         cache_dir: Some(repo_root().join("target/berth-test-plugin-cache")),
         max_instances: 16,
         max_memory_bytes: 256 << 20,
+        ..RuntimeOptions::default()
     })
     .expect("runtime")
 }
@@ -304,6 +305,55 @@ fn a_sleeping_plugin_ends_at_its_deadline_not_when_it_wakes() {
 }
 
 #[test]
+fn the_chain_has_one_budget_for_all_its_plugins() {
+    // Three plugins that each run to their own 400 ms deadline would take
+    // 1.2 s; the chain may take 500 ms.
+    let runtime = Runtime::new(RuntimeOptions {
+        chain_budget: std::time::Duration::from_millis(500),
+        ..RuntimeOptions::default()
+    })
+    .expect("runtime");
+    let slow = |n: u32| {
+        let mut c = hostile("loop");
+        c.name = format!("loop-{n}");
+        c.deadline_ms = 400;
+        c
+    };
+    let engine = PolicyEngine::new(runtime, &[slow(1), slow(2), slow(3)], Path::new("/")).unwrap();
+    let started = std::time::Instant::now();
+    match shape(&engine, &profile()) {
+        // The first plugin uses its own 400 ms and fails on its own deadline.
+        Err(PolicyError::Plugin(PluginError::Timeout { plugin, .. })) => {
+            assert_eq!(plugin, "loop-1")
+        }
+        other => panic!("expected a timeout, got {:?}", other.map(|s| s.steps.len())),
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "took {took:?}"
+    );
+
+    // A chain whose first plugin passes runs its second into the budget.
+    let runtime = Runtime::new(RuntimeOptions {
+        chain_budget: std::time::Duration::from_millis(300),
+        ..RuntimeOptions::default()
+    })
+    .expect("runtime");
+    let engine = PolicyEngine::new(runtime, &[hostile("pass"), slow(2)], Path::new("/")).unwrap();
+    match shape(&engine, &profile()) {
+        Err(PolicyError::Plugin(PluginError::ChainBudget { plugin, budget })) => {
+            assert_eq!(plugin, "loop-2");
+            assert_eq!(budget.as_millis(), 300);
+        }
+        other => panic!(
+            "expected the chain budget, got {:?}",
+            other.map(|s| s.steps.len())
+        ),
+    }
+}
+
+#[test]
 fn a_plugin_that_prints_runs_and_its_output_goes_nowhere() {
     let engine = engine(&[hostile("print")]).expect("load");
     assert!(shape(&engine, &profile()).is_ok());
@@ -511,6 +561,7 @@ fn compiled_plugins_are_cached_on_disk() {
         cache_dir: Some(dir.path().to_path_buf()),
         max_instances: 8,
         max_memory_bytes: 256 << 20,
+        ..RuntimeOptions::default()
     };
     let first = PolicyEngine::new(
         Runtime::new(opts.clone()).unwrap(),

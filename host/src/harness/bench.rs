@@ -122,6 +122,7 @@ pub fn bench_case(
         cache_dir: Some(cache.clone()),
         max_instances: 8,
         max_memory_bytes: 1 << 30,
+        ..RuntimeOptions::default()
     };
 
     let text = input.to_string();

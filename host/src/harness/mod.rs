@@ -220,6 +220,7 @@ pub fn run_suite(path: &Path, opts: &Options) -> Result<Vec<CaseResult>, Harness
             cache_dir: opts.cache_dir.clone(),
             max_instances: 8,
             max_memory_bytes: max_mem,
+            ..RuntimeOptions::default()
         })?;
         let engine = match PolicyEngine::new(runtime, &plugins, &base) {
             Ok(e) => e,

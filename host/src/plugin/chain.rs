@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::identity::{Guard, IdentityKind};
-use super::runtime::{Hook, LoadedComponent, Rejection, Runtime, SessionContext};
+use super::runtime::{ChainDeadline, Hook, LoadedComponent, Rejection, Runtime, SessionContext};
 use super::{PluginConfig, PluginError, PolicyError};
 
 struct Entry {
@@ -315,6 +315,7 @@ impl Chain {
         object: T,
         label_prefix: &str,
     ) -> Result<Shaped<T>, PolicyError> {
+        let chain = ChainDeadline::starting_now(runtime.chain_budget());
         let steps = self
             .entries
             .iter()
@@ -322,7 +323,7 @@ impl Chain {
             .map(|e| {
                 let run = move |text: &str| {
                     runtime
-                        .shape(&e.component, T::HOOK, ctx, text)
+                        .shape_within(&e.component, T::HOOK, ctx, text, Some(chain))
                         .map(|(result, _)| result)
                 };
                 (e.component.name.to_string(), run)

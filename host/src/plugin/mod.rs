@@ -129,6 +129,9 @@ pub enum PluginError {
     Trap { plugin: String, message: String },
     #[error("plugin {plugin:?} exceeded its deadline of {deadline:?}")]
     Timeout { plugin: String, deadline: Duration },
+    /// The chain as a whole ran out of time while (or before) this plugin ran.
+    #[error("the policy chain used up its budget of {budget:?} at plugin {plugin:?}")]
+    ChainBudget { plugin: String, budget: Duration },
     #[error("plugin {plugin:?} exceeded its memory limit of {limit} bytes")]
     MemoryExceeded { plugin: String, limit: usize },
     #[error("plugin {plugin:?} returned {size} bytes, over its limit of {limit}")]
@@ -161,6 +164,7 @@ impl PluginError {
             | PluginError::Settings { plugin, .. }
             | PluginError::Trap { plugin, .. }
             | PluginError::Timeout { plugin, .. }
+            | PluginError::ChainBudget { plugin, .. }
             | PluginError::MemoryExceeded { plugin, .. }
             | PluginError::OutputTooLarge { plugin, .. }
             | PluginError::InvalidOutput { plugin, .. }
@@ -177,6 +181,7 @@ impl PluginError {
             PluginError::Settings { .. } => "settings",
             PluginError::Trap { .. } => "trap",
             PluginError::Timeout { .. } => "timeout",
+            PluginError::ChainBudget { .. } => "chain_budget",
             PluginError::MemoryExceeded { .. } => "memory",
             PluginError::OutputTooLarge { .. } => "output_too_large",
             PluginError::InvalidOutput { .. } => "invalid_output",

@@ -40,6 +40,9 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// Largest linear memory any plugin may be given (bytes).
     pub max_memory_bytes: usize,
+    /// Time one run of the whole chain may take; each plugin's deadline is
+    /// cut to what is left of it.
+    pub chain_budget: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -48,6 +51,27 @@ impl Default for RuntimeOptions {
             cache_dir: None,
             max_instances: 64,
             max_memory_bytes: 256 << 20,
+            chain_budget: DEFAULT_CHAIN_BUDGET,
+        }
+    }
+}
+
+/// The default `chain_budget`: far above any sane chain (the shipped three
+/// take well under a millisecond), far below a client's patience.
+pub const DEFAULT_CHAIN_BUDGET: Duration = Duration::from_secs(2);
+
+/// When the chain run a call belongs to must be over.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainDeadline {
+    pub end: Instant,
+    pub budget: Duration,
+}
+
+impl ChainDeadline {
+    pub fn starting_now(budget: Duration) -> ChainDeadline {
+        ChainDeadline {
+            end: Instant::now() + budget,
+            budget,
         }
     }
 }
@@ -395,10 +419,10 @@ impl Runtime {
             load,
         };
 
-        let (info, _) = self.call(&loaded, |p, store| p.call_info(store))?;
+        let (info, _) = self.call(&loaded, None, |p, store| p.call_info(store))?;
         loaded.info = info;
         let settings = loaded.settings.clone();
-        let (validated, _) = self.call(&loaded, |p, store| {
+        let (validated, _) = self.call(&loaded, None, |p, store| {
             p.call_validate_settings(store, &settings)
         })?;
         validated.map_err(|message| PluginError::Settings {
@@ -439,7 +463,7 @@ impl Runtime {
         Ok((component, false))
     }
 
-    fn new_store(&self, plugin: &LoadedComponent) -> Store<CallState> {
+    fn new_store(&self, plugin: &LoadedComponent, deadline: Duration) -> Store<CallState> {
         let state = CallState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
@@ -449,14 +473,12 @@ impl Runtime {
                 peak: 0,
             },
             plugin: plugin.name.clone(),
-            deadline: Instant::now() + plugin.limits.deadline,
+            deadline: Instant::now() + deadline,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let tick = self.tick_nanos.load(Ordering::Relaxed).max(1);
-        let ticks = (plugin.limits.deadline.as_nanos() as u64)
-            .div_ceil(tick)
-            .max(1);
+        let ticks = (deadline.as_nanos() as u64).div_ceil(tick).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store
@@ -467,13 +489,24 @@ impl Runtime {
     fn call<R>(
         &self,
         plugin: &LoadedComponent,
+        chain: Option<ChainDeadline>,
         f: impl FnOnce(
             &exports::berth::policy::policy::Guest,
             &mut Store<CallState>,
         ) -> wasmtime::Result<R>,
     ) -> Result<(R, CallStats), PluginError> {
         let started = Instant::now();
-        let mut store = self.new_store(plugin);
+        let left = chain.map(|c| c.end.saturating_duration_since(started));
+        let cut = left.is_some_and(|l| l < plugin.limits.deadline);
+        let budget_spent = || PluginError::ChainBudget {
+            plugin: plugin.name.to_string(),
+            budget: chain.map(|c| c.budget).unwrap_or_default(),
+        };
+        if left == Some(Duration::ZERO) {
+            return Err(budget_spent());
+        }
+        let deadline = left.map_or(plugin.limits.deadline, |l| l.min(plugin.limits.deadline));
+        let mut store = self.new_store(plugin, deadline);
         let instance = plugin.pre.instantiate(&mut store);
         let instantiated = Instant::now();
         let result = instance.and_then(|instance| f(instance.berth_policy_policy(), &mut store));
@@ -489,10 +522,19 @@ impl Runtime {
         };
         match result {
             Ok(r) => Ok((r, stats)),
-            Err(e) => Err(classify(&plugin.name, plugin.limits, memory_exceeded, e)),
+            Err(e) => match classify(&plugin.name, plugin.limits, memory_exceeded, e) {
+                PluginError::Timeout { .. } if cut => Err(budget_spent()),
+                other => Err(other),
+            },
         }
     }
 
+    /// The chain budget runs go by.
+    pub fn chain_budget(&self) -> Duration {
+        self.options.chain_budget
+    }
+
+    /// One plugin call on its own: its own deadline, no chain budget.
     pub fn shape(
         &self,
         plugin: &LoadedComponent,
@@ -500,7 +542,20 @@ impl Runtime {
         ctx: &SessionContext,
         object: &str,
     ) -> Result<(Result<String, Rejection>, CallStats), PluginError> {
-        let (result, stats) = self.call(plugin, |p, store| match hook {
+        self.shape_within(plugin, hook, ctx, object, None)
+    }
+
+    /// One plugin call as part of a chain run: its deadline is cut to what
+    /// is left of the chain's.
+    pub fn shape_within(
+        &self,
+        plugin: &LoadedComponent,
+        hook: Hook,
+        ctx: &SessionContext,
+        object: &str,
+        chain: Option<ChainDeadline>,
+    ) -> Result<(Result<String, Rejection>, CallStats), PluginError> {
+        let (result, stats) = self.call(plugin, chain, |p, store| match hook {
             Hook::Pod => p.call_shape_pod(store, &plugin.settings, ctx, object),
             Hook::Pvc => p.call_shape_pvc(store, &plugin.settings, ctx, object),
         })?;
