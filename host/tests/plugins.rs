@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use berth::objects::{self, SessionRequest};
-use berth::plugin::runtime::SessionContext;
+use berth::plugin::runtime::{Hook, Limits, SessionContext};
 use berth::plugin::{
     LoadErrorKind, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime, RuntimeOptions,
 };
@@ -351,6 +351,48 @@ fn the_chain_has_one_budget_for_all_its_plugins() {
             other.map(|s| s.steps.len())
         ),
     }
+}
+
+#[test]
+fn what_a_plugin_says_is_bounded() {
+    // 10,000 log lines of 1 KB each: the call succeeds; the first 64 KiB
+    // are logged and the rest dropped.
+    let rt = runtime();
+    let flood = rt
+        .load(
+            "flood",
+            &wasm("berth_fixture_hostile"),
+            None,
+            r#"{"mode":"log-flood"}"#.into(),
+            Limits {
+                deadline: std::time::Duration::from_secs(5),
+                ..Limits::default()
+            },
+        )
+        .expect("load");
+    let (pod, ctx) = base(&profile());
+    let text = serde_json::to_string(&pod).unwrap();
+    let (result, stats) = rt.shape(&flood, Hook::Pod, &ctx, &text).expect("call");
+    assert!(result.is_ok());
+    // 64 KiB of ~1 KB lines: 65 logged.
+    assert_eq!(stats.log_lines_dropped, 10_000 - 65);
+    // A 1 MiB denial reaches the caller as one bounded line.
+    let engine = engine_or_panic("huge-deny");
+    match shape(&engine, &profile()) {
+        Err(PolicyError::Denied { message, .. }) => {
+            assert!(message.len() < 5000, "{} bytes", message.len());
+            assert!(message.starts_with("no\\n"), "{}", &message[..20]);
+            assert!(message.ends_with("… (cut)"));
+        }
+        other => panic!("expected a denial, got {:?}", other.map(|s| s.steps.len())),
+    }
+    // A trap is one line, without the WebAssembly backtrace.
+    let e = hostile_error("trap");
+    assert!(!e.to_string().contains('\n'), "{e}");
+}
+
+fn engine_or_panic(mode: &str) -> PolicyEngine {
+    engine(&[hostile(mode)]).expect("load")
 }
 
 #[test]

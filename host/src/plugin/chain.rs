@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::identity::{Guard, IdentityKind};
-use super::runtime::{ChainDeadline, Hook, LoadedComponent, Rejection, Runtime, SessionContext};
+use super::runtime::{
+    ChainDeadline, Hook, LoadedComponent, Rejection, Runtime, SessionContext, plugin_text,
+};
 use super::{PluginConfig, PluginError, PolicyError};
 
 struct Entry {
@@ -141,10 +143,13 @@ where
         let fail = |e: PolicyError| first_invalid::<T>(&done, &texts).unwrap_or(e);
         let out = match result {
             Ok(Ok(out)) => out,
+            // A plugin's words reach Bay's users: bounded, one line.
             Ok(Err(Rejection::Deny(message))) => {
+                let message = plugin_text(&message);
                 return Err(fail(PolicyError::Denied { plugin, message }));
             }
             Ok(Err(Rejection::Error(message))) => {
+                let message = plugin_text(&message);
                 return Err(fail(PluginError::Reported { plugin, message }.into()));
             }
             Err(e) => return Err(fail(e.into())),

@@ -131,6 +131,10 @@ pub struct CallState {
     table: ResourceTable,
     limiter: MemoryCap,
     plugin: Arc<str>,
+    /// What this call has logged so far, against `LOG_BUDGET_*`.
+    logged_bytes: usize,
+    logged_lines: usize,
+    dropped_lines: usize,
     /// When the call must be over. Epoch interruption ends running code;
     /// waits in `wasi:io/poll` (a sleep, a clock subscription) are host code
     /// that epochs cannot interrupt, so they are cut at this instant.
@@ -192,11 +196,47 @@ impl WasiView for CallState {
     }
 }
 
+/// Per call, a plugin may log this many lines and bytes; the rest is
+/// dropped, with one line saying so.
+const LOG_BUDGET_LINES: usize = 100;
+const LOG_BUDGET_BYTES: usize = 64 << 10;
+/// Longest log line, denial or error message a plugin can send.
+pub const MAX_MESSAGE_CHARS: usize = 4096;
+
+/// A plugin's text made safe to show: at most `MAX_MESSAGE_CHARS`, control
+/// characters (newlines included) escaped so it cannot forge log lines.
+pub fn plugin_text(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_CHARS));
+    for (i, c) in message.chars().enumerate() {
+        if i == MAX_MESSAGE_CHARS {
+            out.push_str("… (cut)");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl berth::policy::host::Host for CallState {
     fn log(&mut self, level: berth::policy::host::Level, message: String) {
         use berth::policy::host::Level;
-        // Plugins cannot flood the log with megabytes per line.
-        let message: String = message.chars().take(4096).collect();
+        if self.logged_lines >= LOG_BUDGET_LINES || self.logged_bytes >= LOG_BUDGET_BYTES {
+            if self.dropped_lines == 0 {
+                tracing::warn!(
+                    plugin = &*self.plugin,
+                    "log budget of this call used up; further lines dropped"
+                );
+            }
+            self.dropped_lines += 1;
+            return;
+        }
+        self.logged_lines += 1;
+        self.logged_bytes += message.len();
+        let message = plugin_text(&message);
         let plugin = &*self.plugin;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -277,6 +317,8 @@ pub struct CallStats {
     pub run: Duration,
     /// Dropping the store, which resets the instance's pool slot.
     pub teardown: Duration,
+    /// Log lines the plugin sent past its per-call budget, dropped.
+    pub log_lines_dropped: usize,
 }
 
 impl Runtime {
@@ -473,6 +515,9 @@ impl Runtime {
                 peak: 0,
             },
             plugin: plugin.name.clone(),
+            logged_bytes: 0,
+            logged_lines: 0,
+            dropped_lines: 0,
             deadline: Instant::now() + deadline,
         };
         let mut store = Store::new(&self.engine, state);
@@ -513,12 +558,14 @@ impl Runtime {
         let ran = Instant::now();
         let limiter = &store.data().limiter;
         let (peak_memory_bytes, memory_exceeded) = (limiter.peak, limiter.exceeded);
+        let log_lines_dropped = store.data().dropped_lines;
         drop(store);
         let stats = CallStats {
             peak_memory_bytes,
             instantiate: instantiated - started,
             run: ran - instantiated,
             teardown: ran.elapsed(),
+            log_lines_dropped,
         };
         match result {
             Ok(r) => Ok((r, stats)),
@@ -614,14 +661,19 @@ fn classify(
             plugin,
             deadline: limits.deadline,
         },
-        Some(trap) => PluginError::Trap {
-            plugin,
-            message: format!("{trap}: {e:#}"),
-        },
-        None => PluginError::Trap {
-            plugin,
-            message: format!("{e:#}"),
-        },
+        other => {
+            // The WebAssembly backtrace is for the operator's log; the caller
+            // (Bay's user, in the end) gets the one-line reason.
+            tracing::warn!(plugin = %plugin, "plugin trapped: {e:?}");
+            let message = match other {
+                Some(trap) => trap.to_string(),
+                None => e.to_string(),
+            };
+            PluginError::Trap {
+                plugin,
+                message: plugin_text(message.lines().next().unwrap_or_default()),
+            }
+        }
     }
 }
 
