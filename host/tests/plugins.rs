@@ -396,6 +396,29 @@ fn engine_or_panic(mode: &str) -> PolicyEngine {
 }
 
 #[test]
+fn overlapping_reloads_end_on_the_newest_plugin_list() {
+    let engine = Arc::new(engine(&[hostile("pass")]).expect("load"));
+    // A reload whose plugin takes 2 s to validate its settings...
+    let mut slow = hostile("sleep-at-load");
+    slow.deadline_ms = 10_000;
+    let first = {
+        let engine = engine.clone();
+        std::thread::spawn(move || engine.reload(&[slow], Path::new("/")))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // ...and a newer one asked while it loads.
+    let newest = engine
+        .reload(&[hostile("deny")], Path::new("/"))
+        .expect("reload");
+    let older = first.join().unwrap().expect("slow reload");
+    assert!(older < newest, "{older} {newest}");
+    let live = engine.chain();
+    assert_eq!(live.generation, newest);
+    let names: Vec<String> = live.summaries().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["hostile-deny"]);
+}
+
+#[test]
 fn a_plugin_that_prints_runs_and_its_output_goes_nowhere() {
     let engine = engine(&[hostile("print")]).expect("load");
     assert!(shape(&engine, &profile()).is_ok());

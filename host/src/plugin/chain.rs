@@ -343,6 +343,7 @@ pub struct PolicyEngine {
     current: RwLock<Arc<Chain>>,
     next_generation: AtomicU64,
     last_error: RwLock<Option<String>>,
+    reloading: std::sync::Mutex<()>,
 }
 
 impl PolicyEngine {
@@ -357,6 +358,7 @@ impl PolicyEngine {
             current: RwLock::new(Arc::new(chain)),
             next_generation: AtomicU64::new(2),
             last_error: RwLock::new(None),
+            reloading: std::sync::Mutex::new(()),
         })
     }
 
@@ -383,7 +385,12 @@ impl PolicyEngine {
     /// Builds a new generation; only a fully loaded one replaces the current.
     /// On failure the current generation keeps serving and the error is kept
     /// for `/v1/plugins`.
+    ///
+    /// Reloads run one at a time, in the order they asked: a slow reload
+    /// that finished after a newer one would otherwise swap in the older
+    /// plugin list, and overlapping loads would take an instance each.
     pub fn reload(&self, configs: &[PluginConfig], base_dir: &Path) -> Result<u64, PluginError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         match Chain::load(&self.runtime, configs, base_dir, generation) {
             Ok(chain) => {
