@@ -158,7 +158,7 @@ pub struct ContainerSpec {
     pub security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
 }
 
-fn default_runtime_type() -> String {
+pub(crate) fn default_runtime_type() -> String {
     "ship".into()
 }
 fn default_runtime_port() -> u16 {

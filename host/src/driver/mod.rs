@@ -95,7 +95,7 @@ pub struct MultiContainerRef {
     pub endpoint: Option<String>,
     #[serde(default)]
     pub status: Option<SessionStatus>,
-    #[serde(default = "default_runtime_type")]
+    #[serde(default = "crate::model::default_runtime_type")]
     pub runtime_type: String,
     #[serde(default)]
     pub capabilities: Vec<String>,
@@ -103,10 +103,6 @@ pub struct MultiContainerRef {
     #[serde(default, deserialize_with = "crate::numbers::opt_port")]
     #[schema(minimum = 1, maximum = 65535)]
     pub runtime_port: Option<u16>,
-}
-
-fn default_runtime_type() -> String {
-    "ship".into()
 }
 
 /// The Pods a list of containers belongs to, each once, in order: one for
@@ -365,12 +361,7 @@ impl Driver {
     ) -> Result<Vec<String>> {
         let name = &req.cargo.driver_ref;
         let requested = |p: &PersistentVolumeClaim| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.resources.as_ref())
-                .and_then(|r| r.requests.as_ref())
-                .and_then(|r| r.get("storage"))
-                .and_then(|q| quantity::parse_bytes(&q.0))
+            storage_request(p).and_then(|q| quantity::parse_bytes(&q.0))
         };
         let labels = claim.metadata.labels.clone().unwrap_or_default();
         let wanted = self
@@ -382,14 +373,7 @@ impl Driver {
         if want <= have {
             return Ok(Vec::new());
         }
-        let storage = wanted
-            .object
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .cloned();
+        let storage = storage_request(&wanted.object).cloned();
         // Kubernetes expands only bound claims. A claim made a moment ago
         // under an Immediate StorageClass binds within a second or two; one
         // under WaitForFirstConsumer binds only with its first Pod, and is
@@ -909,6 +893,20 @@ impl Driver {
 /// How long `create` waits for a just-made cargo claim to bind before it
 /// gives up growing it for this session.
 const BIND_WAIT: Duration = Duration::from_secs(5);
+
+/// The storage a claim asks for.
+fn storage_request(
+    claim: &PersistentVolumeClaim,
+) -> Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+    claim
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+}
 
 fn bound(claim: &PersistentVolumeClaim) -> bool {
     claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
