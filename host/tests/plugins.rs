@@ -232,7 +232,16 @@ fn pvc_is_sized_from_the_cargo_and_bounded() {
 }
 
 fn hostile_error(mode: &str) -> PluginError {
-    let engine = engine(&[hostile(mode)]).expect("load");
+    hostile_error_within(mode, hostile(mode).deadline_ms)
+}
+
+/// As [`hostile_error`], with the plugin's deadline set: a mode whose work is
+/// slow by nature (8 MiB of output through a debug build on a busy CI
+/// machine) must fail for what it returns, not for its pace.
+fn hostile_error_within(mode: &str, deadline_ms: u64) -> PluginError {
+    let mut plugin = hostile(mode);
+    plugin.deadline_ms = deadline_ms;
+    let engine = engine(&[plugin]).expect("load");
     match shape(&engine, &profile()) {
         Err(PolicyError::Plugin(e)) => {
             assert_eq!(e.plugin(), Some(format!("hostile-{mode}").as_str()), "{e}");
@@ -460,7 +469,7 @@ fn invalid_output_is_rejected_with_the_reason() {
         matches!(&e, PluginError::InvalidOutput { kind: "Pod", message, .. } if message.contains("invalid type")),
         "{e}"
     );
-    let e = hostile_error("huge");
+    let e = hostile_error_within("huge", 10_000);
     assert!(
         matches!(e, PluginError::OutputTooLarge { limit, size, .. } if limit == 1 << 20 && size > 8 << 20),
         "{e}"
