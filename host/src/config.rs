@@ -102,6 +102,14 @@ pub struct Config {
     pub image_pull_policy: ImagePullPolicy,
     /// How long `start` waits for a Pod to become Running with an IP.
     pub startup_timeout_s: u64,
+    /// How long `start` keeps waiting for a Pod the scheduler finds no node
+    /// for (`PodScheduled=False, Unschedulable`) before it fails with the
+    /// scheduler's message. Covers transient messages (a claim created a
+    /// moment ago "not found") and capacity that frees up or arrives within
+    /// it. When the cluster autoscaler has reported `TriggeredScaleUp` for
+    /// the Pod, `start` waits on to `startup_timeout_s` instead; after
+    /// `NotTriggerScaleUp` it fails without waiting further. 0 fails at once.
+    pub unschedulable_grace_s: u64,
     /// How long `destroy` waits for a Pod to be gone.
     pub destroy_timeout_s: u64,
     /// Prefix of every label Berth sets (`bay` → `bay.session_id`).
@@ -145,6 +153,7 @@ impl Default for Config {
             image_pull_secrets: Vec::new(),
             image_pull_policy: ImagePullPolicy::IfNotPresent,
             startup_timeout_s: 60,
+            unschedulable_grace_s: 15,
             destroy_timeout_s: 60,
             label_prefix: "bay".into(),
             plugins: Vec::new(),
@@ -189,6 +198,7 @@ const ENV_KEYS: &[&str] = &[
     "image_pull_secrets",
     "image_pull_policy",
     "startup_timeout_s",
+    "unschedulable_grace_s",
     "destroy_timeout_s",
     "label_prefix",
     "plugin_cache_dir",
@@ -337,6 +347,9 @@ impl Config {
         }
         if self.startup_timeout_s == 0 || self.startup_timeout_s > 3600 {
             return bad("startup_timeout_s", "must be within 1..=3600".into());
+        }
+        if self.unschedulable_grace_s > 3600 {
+            return bad("unschedulable_grace_s", "must be within 0..=3600".into());
         }
         if self.destroy_timeout_s == 0 || self.destroy_timeout_s > 3600 {
             return bad("destroy_timeout_s", "must be within 1..=3600".into());

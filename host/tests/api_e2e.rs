@@ -12,35 +12,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn status_and_json(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn problem(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(
-        resp.headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .as_deref(),
-        Some("application/problem+json")
-    );
-    let (s, body) = status_and_json(resp).await;
-    assert_eq!(s, status, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    body
-}
-
-/// The problem's detail mentions `needle`.
-fn assert_detail(body: &Value, needle: &str) {
-    let detail = body["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains(needle), "{needle:?} not in {body}");
-}
-
 /// A cargo volume and a session on it: the session id and its Pod's name.
 async fn new_session(b: &TestServer, prefix: &str) -> (String, String) {
     let id = unique(prefix);
@@ -54,16 +25,6 @@ async fn new_session(b: &TestServer, prefix: &str) -> (String, String) {
         .expect("container_id")
         .to_string();
     (id, name)
-}
-
-async fn create_volume(b: &TestServer, name: &str) {
-    let (s, v) = b
-        .post_json(
-            "/v1/volumes",
-            &json!({ "name": name, "labels": { "bay.cargo_id": name }, "size_limit_mb": 2048 }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
 #[tokio::test]
@@ -547,32 +508,17 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
     );
 }
 
-/// Creates a session whose Pod cannot be scheduled (no node has the pool),
-/// so tests can play kubelet on its status.
-async fn unschedulable_session(b: &TestServer, ns: &str) -> String {
-    let id = unique("f");
-    create_volume(b, &format!("cargo-{id}")).await;
-    let (s, v) = b
-        .post_json("/v1/sessions", &create_body(&id, &profile()))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v} in {ns}");
-    format!("bay-session-{id}")
-}
-
-fn nowhere() -> Vec<berth::plugin::PluginConfig> {
-    vec![plugin(
-        "scheduling",
-        "berth_plugin_scheduling",
-        json!({ "default": { "node_selector": { "berth.test/pool": "nowhere" } } }),
-    )]
-}
-
 #[tokio::test]
 async fn start_fails_fast_with_the_kubernetes_reason() {
     let client = kube_client().await;
     let ns = namespace(&client, "fail", &[]).await;
-    // A long timeout: these must fail on the reason, not the clock.
-    let b = berth_with(&ns, nowhere(), |c| c.startup_timeout_s = 300).await;
+    // A long timeout: these must fail on the reason, not the clock. No
+    // grace for unschedulable Pods: the first case fails on the scheduler.
+    let b = berth_with(&ns, nowhere(), |c| {
+        c.startup_timeout_s = 300;
+        c.unschedulable_grace_s = 0;
+    })
+    .await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
 
     let name = unschedulable_session(&b, &ns).await;
@@ -591,21 +537,41 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
     assert_detail(&body, "didn't match Pod's node affinity/selector");
     assert!(started.elapsed() < Duration::from_secs(300));
 
-    for (reason, status) in [
+    // (reason, what the message must say, the status a kubelet reports)
+    let cs = |name: &str, state: Value| json!({ "name": name, "image": "x", "imageID": "", "ready": false, "restartCount": 0, "state": state });
+    for (reason, says, status) in [
         (
             "ErrImagePull",
-            json!({ "phase": "Pending", "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": { "waiting": { "reason": "ErrImagePull", "message": "pull access denied" } } }] }),
+            "container ship: pull access denied",
+            json!({ "phase": "Pending", "containerStatuses": [cs("ship", json!({ "waiting": { "reason": "ErrImagePull", "message": "pull access denied" } }))] }),
         ),
         (
             "CrashLoopBackOff",
+            "container ship: back-off restarting; last exit code 2 (Error)",
             json!({ "phase": "Pending", "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
-            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off restarting" } } }] }),
+            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off restarting" } },
+            "lastState": { "terminated": { "reason": "Error", "exitCode": 2 } } }] }),
         ),
         (
-            "Failed: Error",
-            json!({ "phase": "Failed", "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": { "terminated": { "reason": "Error", "exitCode": 3 } } }] }),
+            "CreateContainerConfigError",
+            "container ship: couldn't find key token in Secret creds",
+            json!({ "phase": "Pending", "containerStatuses": [cs("ship", json!({ "waiting": { "reason": "CreateContainerConfigError", "message": "couldn't find key token in Secret creds" } }))] }),
+        ),
+        (
+            "Error",
+            "container ship exited with code 3 (Error)",
+            json!({ "phase": "Failed", "containerStatuses": [cs("ship", json!({ "terminated": { "reason": "Error", "exitCode": 3 } }))] }),
+        ),
+        (
+            "OOMKilled",
+            "container ship exited with code 137 (OOMKilled",
+            json!({ "phase": "Failed", "containerStatuses": [cs("ship", json!({ "terminated": { "reason": "OOMKilled", "exitCode": 137 } }))] }),
+        ),
+        (
+            "Evicted",
+            "The node was low on resource: memory.",
+            json!({ "phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory.",
+                    "containerStatuses": [cs("ship", json!({ "terminated": { "reason": "ContainerStatusUnknown", "exitCode": 137 } }))] }),
         ),
     ] {
         let name = unschedulable_session(&b, &ns).await;
@@ -636,10 +602,17 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
             got == reason || got == "Unschedulable",
             "expected {reason}, got {got}: {body}"
         );
+        if got == reason {
+            assert_detail(&body, says);
+        }
+        // `status` says the same, whoever won the race above.
         let (_, st) = b.get_json(&format!("/v1/sessions/{name}/status")).await;
-        if reason.starts_with("Failed") {
+        assert_eq!(st["reason"], reason, "{st}");
+        assert!(st["message"].as_str().unwrap().contains(says), "{st}");
+        assert!(!st["message"].as_str().unwrap().contains("Failed: Failed"));
+        if status["phase"] == "Failed" {
             assert_eq!(st["status"], "exited");
-            assert_eq!(st["exit_code"], 3);
+            assert!(st["exit_code"].as_i64().is_some(), "{st}");
         }
     }
 
@@ -657,39 +630,75 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
 }
 
 #[tokio::test]
-async fn start_times_out_with_what_the_pod_waits_for() {
+async fn an_unschedulable_pod_is_waited_for_during_the_grace_and_status_says_why() {
     let client = kube_client().await;
     let ns = namespace(&client, "slow", &[]).await;
-    // A claim no PV can satisfy stays Pending; the scheduler keeps retrying,
-    // which is not a fatal reason.
-    let b = berth_with(&ns, vec![], |c| c.startup_timeout_s = 2).await;
-    let id = unique("t");
-    let (s, v) = b
-        .post_json(
-            "/v1/volumes",
-            &json!({ "name": format!("cargo-{id}"), "size_limit_mb": 500 * 1024 }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = b
-        .post_json("/v1/sessions", &create_body(&id, &profile()))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    // No node has the pool, and no autoscaler will add one: within the
+    // grace `start` waits, and its timeout names the scheduler's message.
+    let b = berth_with(&ns, nowhere(), |c| {
+        c.startup_timeout_s = 3;
+        c.unschedulable_grace_s = 600;
+    })
+    .await;
+    let name = unschedulable_session(&b, &ns).await;
+    let started = std::time::Instant::now();
+    let start = tokio::spawn({
+        let req = b
+            .post(&format!("/v1/sessions/{name}/start"))
+            .json(&json!({}));
+        async move { req.send().await.unwrap() }
+    });
+    // While it waits, `status` reports what the scheduler said.
+    // (Its first message may be the transient one about the claim.)
+    let mut seen = Value::Null;
+    for _ in 0..30 {
+        let (_, st) = b.get_json(&format!("/v1/sessions/{name}/status")).await;
+        seen = st;
+        if seen["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("node affinity/selector"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen["reason"], "Unschedulable", "{seen}");
+    assert_eq!(seen["status"], "created", "{seen}");
+    assert!(
+        seen["message"]
+            .as_str()
+            .unwrap()
+            .contains("didn't match Pod's node affinity/selector"),
+        "{seen}"
+    );
+    let body = problem(start.await.unwrap(), StatusCode::GATEWAY_TIMEOUT, "timeout").await;
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_detail(&body, "not running after 3s");
+    assert_detail(&body, "phase Pending; Unschedulable: ");
+    assert_detail(&body, "didn't match Pod's node affinity/selector");
+
+    // Past the grace, with no autoscaler Events, it fails with the message.
+    let b = berth_with(&ns, nowhere(), |c| {
+        c.startup_timeout_s = 300;
+        c.unschedulable_grace_s = 2;
+    })
+    .await;
+    let name = unschedulable_session(&b, &ns).await;
+    let started = std::time::Instant::now();
     let body = problem(
-        b.post(&format!("/v1/sessions/bay-session-{id}/start"))
+        b.post(&format!("/v1/sessions/{name}/start"))
             .json(&json!({}))
             .send()
             .await
             .unwrap(),
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "start_failed",
     )
     .await;
-    let detail = body["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("not running after 2s") && detail.contains("phase Pending"),
-        "{detail}"
-    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{body}");
+    assert_eq!(body["reason"], "Unschedulable");
+    assert_detail(&body, "didn't match Pod's node affinity/selector");
 }
 
 #[tokio::test]

@@ -64,6 +64,14 @@ pub struct StatusInfo {
     pub endpoint: Option<String>,
     pub exit_code: Option<i32>,
     pub containers: Vec<ContainerState>,
+    /// Why the session is not running, in Kubernetes' word: what a starting
+    /// Pod waits for (`Unschedulable`, `ErrImagePull`, …) or why it ended
+    /// (`OOMKilled`, `Evicted`, …). Absent while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Kubernetes' message with `reason`, naming the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -341,7 +349,7 @@ impl Driver {
                 })
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let mut created = self.adopt(&name, &req.session.id).await?;
+                let mut created = self.adopt(&shaped.object, req).await?;
                 created.warnings = warnings;
                 Ok(created)
             }
@@ -424,8 +432,13 @@ impl Driver {
     }
 
     /// An existing Pod with our name is adopted only when it is alive and
-    /// belongs to the same session.
-    async fn adopt(&self, name: &str, session_id: &str) -> Result<Created> {
+    /// is the session this request would make: same session, sandbox,
+    /// profile and cargo, with the cargo's claim mounted. Anything else is a
+    /// conflict: answering `adopted` would hand Bay a runtime over another
+    /// sandbox's workspace.
+    async fn adopt(&self, wanted: &Pod, req: &SessionRequest<'_>) -> Result<Created> {
+        let name = wanted.metadata.name.as_deref().unwrap_or_default();
+        let session_id = &req.session.id;
         let Some(existing) = self.kube("get_pod", self.pods().get_opt(name)).await? else {
             return Err(Error::Conflict(format!(
                 "Pod {name} was deleted while being created; retry"
@@ -433,18 +446,46 @@ impl Driver {
         };
         if existing.metadata.deletion_timestamp.is_some() {
             return Err(Error::Conflict(format!(
-                "Pod {name} of an earlier incarnation is still terminating"
+                "Pod {name} of an earlier incarnation is still terminating; retry once it is gone"
             )));
         }
-        let owner = existing
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(&self.keys.key("session_id")));
-        if owner.map(String::as_str) != Some(session_id) {
+        let label = |pod: &Pod, key: &str| {
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(&self.keys.key(key)))
+                .cloned()
+        };
+        let owner = label(&existing, "session_id");
+        if owner.as_deref() != Some(session_id.as_str()) {
             return Err(Error::Conflict(format!(
                 "Pod {name} exists and belongs to session {:?}, not {session_id:?}",
-                owner.map(String::as_str).unwrap_or("(none)")
+                owner.as_deref().unwrap_or("(none)")
+            )));
+        }
+        for key in ["sandbox_id", "profile_id", "cargo_id"] {
+            let (have, want) = (label(&existing, key), label(wanted, key));
+            if have != want {
+                return Err(Error::Conflict(format!(
+                    "Pod {name} of session {session_id:?} exists with {key} {:?}, but this request has {:?}; destroy it first to re-create the session differently",
+                    have.as_deref().unwrap_or("(none)"),
+                    want.as_deref().unwrap_or("(none)")
+                )));
+            }
+        }
+        let claim = &req.cargo.driver_ref;
+        let mounts_cargo = existing
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| &c.claim_name == claim)
+            });
+        if !mounts_cargo {
+            return Err(Error::Conflict(format!(
+                "Pod {name} of session {session_id:?} exists but does not mount cargo volume {claim:?}; destroy it first"
             )));
         }
         tracing::info!(pod = %name, "adopted existing session pod");
@@ -456,79 +497,153 @@ impl Driver {
     }
 
     /// Waits until the Pod is Running with an IP; fails fast with the
-    /// Kubernetes reason when it cannot get there.
+    /// Kubernetes reason when it cannot get there. An unschedulable Pod is
+    /// waited for during `unschedulable_grace_s`, and on to the timeout while
+    /// the cluster autoscaler brings a node for it.
     pub async fn wait_running(&self, container_id: &str) -> Result<Pod> {
         validate_id(container_id)?;
         let timeout = Duration::from_secs(self.config.startup_timeout_s);
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let grace_end = started + Duration::from_secs(self.config.unschedulable_grace_s);
         let pods = self.pods();
         let Some(pod) = self.kube("get_pod", pods.get_opt(container_id)).await? else {
             return Err(Error::NotFound(format!(
                 "session {container_id} does not exist"
             )));
         };
-        match state::start_outcome(Some(&pod)) {
-            StartOutcome::Ready { .. } => return Ok(pod),
-            StartOutcome::Failed { reason, message } => {
-                return Err(Error::StartFailed {
-                    pod: container_id.into(),
-                    reason,
-                    message,
-                });
-            }
-            StartOutcome::Waiting => {}
-        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let started = Instant::now();
-        let decided = |p: Option<&Pod>| {
-            // A new Pod under the same name is another incarnation.
-            let same = p.map(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
-            same == Some(false) || state::start_outcome(p) != StartOutcome::Waiting
-        };
-        let pod_watch = self.pod_watch().await;
-        let watched =
-            tokio::time::timeout(timeout, pod_watch.until(container_id, &uid, decided)).await;
-        self.metrics
-            .observe_kube("watch_pod_ready", watched.is_ok(), started.elapsed());
-        let pod = match watched {
-            Ok(p) => p,
-            Err(_) => {
-                // What the Pod is waiting for, read once more from the API
-                // server; the watch's trouble, if any, is context, not the
-                // verdict: the wait ran out either way.
-                let last = pods.get_opt(container_id).await;
-                let detail = match &last {
-                    Ok(Some(p)) => describe_pending(p),
-                    Ok(None) => " (the Pod is gone)".into(),
-                    Err(e) => format!(" (reading it failed: {e})"),
-                };
-                let watch = pod_watch
-                    .error()
-                    .map(|e| format!("; the Pod watch is failing: {e}"))
-                    .unwrap_or_default();
-                return Err(Error::Timeout(format!(
-                    "session {container_id} not running after {}s{detail}{watch}",
-                    timeout.as_secs()
+        // What the autoscaler said when it is bringing a node: wait on.
+        let mut scaling_up: Option<String> = None;
+        let mut pod = Some(pod);
+        loop {
+            let waits_for_nodes = |scaling: bool| scaling || Instant::now() < grace_end;
+            match state::start_outcome(pod.as_ref()) {
+                StartOutcome::Ready { .. } => {
+                    self.metrics
+                        .observe_kube("watch_pod_ready", true, started.elapsed());
+                    return pod.ok_or_else(|| Error::Internal("ready implies present".into()));
+                }
+                StartOutcome::Failed(why) => return Err(start_failed(container_id, why)),
+                StartOutcome::Unschedulable(why) if !waits_for_nodes(scaling_up.is_some()) => {
+                    match self.autoscaler_says(&uid).await {
+                        Autoscaler::ScalingUp(message) => {
+                            tracing::info!(pod = container_id, %message, "unschedulable; the cluster autoscaler is adding a node");
+                            scaling_up = Some(message);
+                        }
+                        verdict => {
+                            let mut why = why;
+                            if let Autoscaler::WillNot(message) = verdict {
+                                why.message = format!(
+                                    "{}; the cluster autoscaler will not add a node: {message}",
+                                    why.message
+                                );
+                            }
+                            return Err(start_failed(container_id, why));
+                        }
+                    }
+                }
+                StartOutcome::Unschedulable(_) | StartOutcome::Waiting(_) => {}
+            }
+            let scaling = scaling_up.is_some();
+            let decided = |p: Option<&Pod>| {
+                // A new Pod under the same name is another incarnation.
+                let same = p.map(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+                if same == Some(false) {
+                    return true;
+                }
+                match state::start_outcome(p) {
+                    StartOutcome::Waiting(_) => false,
+                    StartOutcome::Unschedulable(_) => !waits_for_nodes(scaling),
+                    _ => true,
+                }
+            };
+            let pod_watch = self.pod_watch().await;
+            match tokio::time::timeout_at(deadline, pod_watch.until(container_id, &uid, decided))
+                .await
+            {
+                Ok(p) => pod = p,
+                Err(_) => {
+                    self.metrics
+                        .observe_kube("watch_pod_ready", false, started.elapsed());
+                    return Err(self
+                        .start_timeout(container_id, timeout, scaling_up.as_deref())
+                        .await);
+                }
+            }
+            if pod
+                .as_ref()
+                .is_some_and(|p| p.metadata.uid.as_deref() != Some(uid.as_str()))
+            {
+                return Err(Error::NotFound(format!(
+                    "session {container_id} was deleted and created again while starting; start the new one"
                 )));
             }
-        };
-        if pod
-            .as_ref()
-            .is_some_and(|p| p.metadata.uid.as_deref() != Some(uid.as_str()))
-        {
-            return Err(Error::StartFailed {
-                pod: container_id.into(),
-                reason: "Replaced".into(),
-                message: "the Pod was replaced while starting".into(),
-            });
         }
-        match state::start_outcome(pod.as_ref()) {
-            StartOutcome::Ready { .. } => Ok(pod.expect("ready implies present")),
-            StartOutcome::Failed { reason, message } => Err(Error::StartFailed {
-                pod: container_id.into(),
-                reason,
-                message,
-            }),
-            StartOutcome::Waiting => Err(Error::Internal("watch ended undecided".into())),
+    }
+
+    /// The 504 for a start that ran out of time, naming what the Pod still
+    /// waits for, read once more from the API server. The watch's trouble,
+    /// if any, is context, not the verdict: the wait ran out either way.
+    async fn start_timeout(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+        scaling_up: Option<&str>,
+    ) -> Error {
+        let detail = match self.pods().get_opt(container_id).await {
+            Ok(Some(p)) => describe_pending(&p),
+            Ok(None) => " (the Pod is gone)".into(),
+            Err(e) => format!(" (reading it failed: {e})"),
+        };
+        let scaling = scaling_up
+            .map(|m| format!("; the cluster autoscaler is adding a node: {m}"))
+            .unwrap_or_default();
+        let watch = match self.pod_watch.get().and_then(PodWatch::error) {
+            Some(e) => format!("; the Pod watch is failing: {e}"),
+            None => String::new(),
+        };
+        Error::Timeout(format!(
+            "session {container_id} not running after {}s{detail}{scaling}{watch}",
+            timeout.as_secs()
+        ))
+    }
+
+    /// What the cluster autoscaler last said about the Pod `uid`, from its
+    /// Events. A cluster without one, or Events Berth may not list, is
+    /// `Silent`.
+    async fn autoscaler_says(&self, uid: &str) -> Autoscaler {
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.config.namespace);
+        let lp = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
+        let list = match self.kube("list_events", events.list(&lp)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the Pod's events; assuming no autoscaler");
+                return Autoscaler::Silent;
+            }
+        };
+        let last = list
+            .items
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.reason.as_deref(),
+                    Some("TriggeredScaleUp" | "NotTriggerScaleUp")
+                )
+            })
+            .max_by_key(|e| {
+                e.last_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .or(e.event_time.as_ref().map(|t| t.0))
+            });
+        match last {
+            Some(e) if e.reason.as_deref() == Some("TriggeredScaleUp") => {
+                Autoscaler::ScalingUp(e.message.unwrap_or_default())
+            }
+            Some(e) => Autoscaler::WillNot(e.message.unwrap_or_default()),
+            None => Autoscaler::Silent,
         }
     }
 
@@ -621,6 +736,8 @@ impl Driver {
                 endpoint: None,
                 exit_code: None,
                 containers: vec![],
+                reason: None,
+                message: None,
             });
         };
         let status = state::session_status(&pod);
@@ -636,12 +753,18 @@ impl Driver {
             }
             _ => None,
         };
+        let why = match status {
+            SessionStatus::Running => None,
+            _ => state::not_running_why(&pod),
+        };
         Ok(StatusInfo {
             container_id: container_id.into(),
             status,
             endpoint,
             exit_code: state::exit_code(&pod),
             containers: state::container_states(&pod),
+            reason: why.as_ref().map(|w| w.reason.clone()),
+            message: why.map(|w| w.message),
         })
     }
 
@@ -709,7 +832,21 @@ impl Driver {
             .await
         {
             Ok(_) => Ok(name.to_string()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(name.to_string()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // The same name still being deleted would vanish right
+                // after this "success".
+                match self.kube("get_pvc", self.pvcs().get_opt(name)).await? {
+                    Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                        Err(Error::Conflict(format!(
+                            "cargo volume {name:?} is still being deleted; retry once it is gone"
+                        )))
+                    }
+                    Some(_) => Ok(name.to_string()),
+                    None => Err(Error::Conflict(format!(
+                        "cargo volume {name:?} was deleted while being created; retry"
+                    ))),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -763,15 +900,7 @@ impl Driver {
             .into_iter()
             .map(|p| {
                 let name = p.metadata.name.clone().unwrap_or_default();
-                let state = if p.metadata.deletion_timestamp.is_some() {
-                    "removing".to_string()
-                } else {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.phase.clone())
-                        .unwrap_or_else(|| "Pending".into())
-                        .to_lowercase()
-                };
+                let state = state::instance_state(&p);
                 RuntimeInstance {
                     id: name.clone(),
                     name,
@@ -890,6 +1019,33 @@ impl Driver {
     }
 }
 
+/// What the cluster autoscaler's Events say about an unschedulable Pod.
+enum Autoscaler {
+    /// `TriggeredScaleUp`: a node is on its way.
+    ScalingUp(String),
+    /// `NotTriggerScaleUp`: no node group would fit it.
+    WillNot(String),
+    /// No autoscaler Events (or none readable).
+    Silent,
+}
+
+/// A start that cannot succeed. A Pod deleted (or being deleted) while it
+/// starts is a session that no longer exists: 404, however the deletion
+/// happened to be seen.
+fn start_failed(pod: &str, why: state::Why) -> Error {
+    match why.reason.as_str() {
+        "NotFound" | "Terminating" => Error::NotFound(format!(
+            "session {pod} was deleted while starting ({})",
+            why.message
+        )),
+        _ => Error::StartFailed {
+            pod: pod.into(),
+            reason: why.reason,
+            message: why.message,
+        },
+    }
+}
+
 /// How long `create` waits for a just-made cargo claim to bind before it
 /// gives up growing it for this session.
 const BIND_WAIT: Duration = Duration::from_secs(5);
@@ -930,33 +1086,45 @@ fn endpoint(pod: &Pod, port: u16) -> String {
     }
 }
 
-/// What a still-pending Pod is waiting for, for the timeout message.
+/// What a still-pending Pod is waiting for, for the timeout message: its
+/// phase, what Kubernetes last said (an image pull the kubelet retries, the
+/// scheduler's message), and its unmet conditions.
 fn describe_pending(pod: &Pod) -> String {
     let Some(status) = &pod.status else {
         return String::new();
     };
     let phase = status.phase.clone().unwrap_or_default();
-    let cond = status
-        .conditions
-        .iter()
-        .flatten()
-        .filter(|c| c.status != "True")
-        .map(|c| {
-            format!(
-                "{}={} {}",
-                c.type_,
-                c.reason.clone().unwrap_or_default(),
-                c.message.clone().unwrap_or_default()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    format!(
-        " (phase {phase}{})",
-        if cond.is_empty() {
-            String::new()
-        } else {
-            format!(", {cond}")
+    let mut parts = vec![format!("phase {phase}")];
+    let why = state::not_running_why(pod);
+    if let Some(why) = &why {
+        parts.push(format!("{}: {}", why.reason, why.message));
+    }
+    // Every container's last word too: an image pull the kubelet keeps
+    // retrying is what the person has to fix, whatever else the Pod says.
+    for w in state::waiting_containers(pod) {
+        if why.as_ref() != Some(&w) {
+            parts.push(format!("{}: {}", w.reason, w.message));
         }
-    )
+    }
+    parts.extend(
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| c.status != "True")
+            // The scheduler's message is already there as the reason.
+            .filter(|c| {
+                why.as_ref()
+                    .is_none_or(|w| c.message.as_ref() != Some(&w.message))
+            })
+            .map(|c| {
+                format!(
+                    "{}={} {}",
+                    c.type_,
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default()
+                )
+            }),
+    );
+    format!(" ({})", parts.join("; "))
 }

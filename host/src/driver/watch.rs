@@ -15,6 +15,17 @@
 //! resourceVersion. Without that, a quiet namespace sends nothing for 30 s,
 //! the read times out, and an idle watch reports an error every 30 s.
 //!
+//! A wait never depends on the watch alone. After an API server restart the
+//! watch needs a moment (and a fresh list, when its resourceVersion expired:
+//! 410) before it delivers again, while the Pods it waits for may already be
+//! Running. So while the watch is failing or re-listing, a waiter reads its
+//! Pod directly every `DIRECT_READ`; and every waiter looks again every
+//! `RECHECK` even without events, for verdicts that depend on time (the
+//! unschedulable grace).
+//!
+//! The cache holds only what Berth reads from a Pod (`trim`): at 2,000
+//! sessions a full Pod with its managed fields is most of Berth's memory.
+//!
 //! Readiness (the first full list applied) is tracked here rather than with
 //! `Store::wait_until_ready`: that future wakes only the last of several
 //! concurrent waiters (one oneshot receiver, one waker), and the others hung
@@ -39,6 +50,54 @@ pub const WATCH_TIMEOUT_S: u32 = 25;
 /// How long a waiter whose confirming GET failed waits before it asks again.
 const CONFIRM_RETRY: Duration = Duration::from_millis(500);
 
+/// How often a waiter reads its Pod from the API server while the watch is
+/// failing or re-listing.
+const DIRECT_READ: Duration = Duration::from_secs(1);
+
+/// How often a waiter looks at the cache again without an event.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The watch's retry back-off: from 200 ms, doubling, at most 3 s. The
+/// default (800 ms to 30 s) left the watch down for up to a minute after an
+/// API server came back (measured: 14 to 67 s).
+fn backoff() -> impl kube::runtime::utils::Backoff {
+    let exponential: watcher::ExponentialBackoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(3))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into();
+    // A watch that has delivered for a minute starts again from 200 ms.
+    kube::runtime::utils::ResetTimerBackoff::new(exponential, Duration::from_secs(60))
+}
+
+/// Keeps what Berth reads from a cached Pod: its identity, labels,
+/// deletion state, container names and ports, and its status. Managed
+/// fields, annotations, env, volumes and the rest are dropped.
+fn trim(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let keep =
+            |c: &k8s_openapi::api::core::v1::Container| k8s_openapi::api::core::v1::Container {
+                name: c.name.clone(),
+                ports: c.ports.clone(),
+                ..Default::default()
+            };
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            containers: spec.containers.iter().map(keep).collect(),
+            init_containers: spec
+                .init_containers
+                .as_ref()
+                .map(|cs| cs.iter().map(keep).collect()),
+            ..Default::default()
+        };
+    }
+}
+
 /// The shared watch; dropping it stops the watch.
 pub struct PodWatch {
     api: Api<Pod>,
@@ -52,6 +111,9 @@ pub struct PodWatch {
     /// The watch's last error, cleared by its next event: what a waiter
     /// that times out reports.
     last_error: Arc<Mutex<Option<String>>>,
+    /// True from the start of a (re-)list until it has been applied: the
+    /// cache then still shows the world before the list.
+    listing: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -74,6 +136,8 @@ impl PodWatch {
         let (tx, changed) = watch::channel(false);
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
+        let listing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let relisting = listing.clone();
         let counted = metrics.clone();
         let events = reflector::reflector(
             writer,
@@ -83,12 +147,18 @@ impl PodWatch {
                     .labels(selector)
                     .timeout(WATCH_TIMEOUT_S),
             )
-            .default_backoff(),
+            .modify(trim)
+            .backoff(backoff()),
         );
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 let listed = matches!(event, Ok(watcher::Event::InitDone));
+                if matches!(event, Ok(watcher::Event::Init)) {
+                    relisting.store(true, std::sync::atomic::Ordering::Relaxed);
+                } else if listed {
+                    relisting.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
                 let error = event.err().map(|e| e.to_string());
                 counted.pod_watch_event(error.is_none());
                 if let Some(e) = &error {
@@ -107,8 +177,18 @@ impl PodWatch {
             namespace: namespace.to_string(),
             changed,
             last_error,
+            listing,
             task,
         }
+    }
+
+    /// Whether the cache can be trusted to show changes as they happen: the
+    /// first list is applied, no re-list is under way, and the last call
+    /// did not fail.
+    fn healthy(&self) -> bool {
+        *self.changed.borrow()
+            && !self.listing.load(std::sync::atomic::Ordering::Relaxed)
+            && self.error().is_none()
     }
 
     /// Resolves with the Pod named `name` (`None` if it is gone) once `done`
@@ -124,36 +204,45 @@ impl PodWatch {
     ) -> Option<Pod> {
         let key = ObjectRef::new(name).within(&self.namespace);
         let mut changed = self.changed.clone();
+        let mut last_read: Option<Instant> = None;
         loop {
             // Marked seen before looking, so a change between the look and
             // the wait below wakes this waiter.
             let ready = *changed.borrow_and_update();
-            let cached = self.store.get(&key);
-            let mut retry = false;
-            match judge(ready, cached.as_deref(), uid, &done) {
-                Verdict::Wait => {}
-                Verdict::Done => return cached.map(|p| (*p).clone()),
-                Verdict::Confirm => {
-                    let asked = Instant::now();
-                    let live = self.api.get_opt(name).await;
-                    self.metrics
-                        .observe_kube("get_pod_confirm", live.is_ok(), asked.elapsed());
-                    match live {
-                        Ok(live) if done(live.as_ref()) => return live,
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::debug!(pod = name, error = %e, "confirming GET failed; retrying");
-                            retry = true;
-                        }
+            let healthy = self.healthy();
+            let direct = !healthy && last_read.is_none_or(|t| t.elapsed() >= DIRECT_READ);
+            let verdict = if direct {
+                // The watch is down or re-listing: read the Pod itself.
+                Verdict::Confirm
+            } else {
+                let cached = self.store.get(&key);
+                match judge(ready, cached.as_deref(), uid, &done) {
+                    Verdict::Done => return cached.map(|p| (*p).clone()),
+                    v => v,
+                }
+            };
+            let mut pause = RECHECK;
+            if verdict == Verdict::Confirm {
+                let asked = Instant::now();
+                last_read = Some(asked);
+                let live = self.api.get_opt(name).await;
+                self.metrics
+                    .observe_kube("get_pod_confirm", live.is_ok(), asked.elapsed());
+                match live {
+                    Ok(live) if done(live.as_ref()) => return live,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(pod = name, error = %e, "confirming GET failed; retrying");
+                        pause = CONFIRM_RETRY;
                     }
                 }
             }
-            if retry {
-                // No event may come to wake this waiter: ask again soon.
-                let _ = tokio::time::timeout(CONFIRM_RETRY, changed.changed()).await;
-            } else if changed.changed().await.is_err() {
-                // The watch task is gone; only the caller's timeout ends this.
-                return std::future::pending().await;
+            // Woken by the next event, or after `pause` to look again: no
+            // event may come (a quiet Pod, a watch that is down, a verdict
+            // that changes with time). A finished watch task leaves only the
+            // pause.
+            if let Ok(Err(_)) = tokio::time::timeout(pause, changed.changed()).await {
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -212,6 +301,32 @@ mod tests {
 
     fn gone_or_replaced(p: Option<&Pod>) -> bool {
         p.is_none_or(|p| p.metadata.uid.as_deref() != Some("a"))
+    }
+
+    #[test]
+    fn the_cache_keeps_what_berth_reads_and_nothing_else() {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p", "uid": "a", "labels": { "bay.session_id": "s" },
+                "annotations": { "big": "x" }, "finalizers": ["f"],
+                "managedFields": [{ "manager": "kubectl", "operation": "Update" }] },
+            "spec": { "containers": [{ "name": "ship", "image": "i",
+                "env": [{ "name": "A", "value": "b" }],
+                "ports": [{ "containerPort": 8123 }] }],
+                "volumes": [{ "name": "v", "emptyDir": {} }], "nodeSelector": { "a": "b" } },
+            "status": { "phase": "Running", "podIP": "10.0.0.1" }
+        }))
+        .unwrap();
+        trim(&mut p);
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": "p", "uid": "a", "labels": { "bay.session_id": "s" }, "finalizers": ["f"] },
+                "spec": { "containers": [{ "name": "ship", "ports": [{ "containerPort": 8123 }] }] },
+                "status": { "phase": "Running", "podIP": "10.0.0.1" }
+            })
+        );
     }
 
     #[test]

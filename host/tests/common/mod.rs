@@ -348,3 +348,61 @@ pub fn create_body(session_id: &str, profile: &Profile) -> serde_json::Value {
         "labels": labels(),
     })
 }
+
+/// Asserts the response is a problem document with `status` and `code`;
+/// its body.
+pub async fn problem(
+    resp: reqwest::Response,
+    status: reqwest::StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .as_deref(),
+        Some("application/problem+json")
+    );
+    let (s, body) = status_and_json(resp).await;
+    assert_eq!(s, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
+
+/// The problem's detail mentions `needle`.
+pub fn assert_detail(body: &serde_json::Value, needle: &str) {
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(needle), "{needle:?} not in {body}");
+}
+
+/// Creates a cargo volume through the API.
+pub async fn create_volume(b: &TestServer, name: &str) {
+    let (s, v) = b
+        .post_json(
+            "/v1/volumes",
+            &serde_json::json!({ "name": name, "labels": { "bay.cargo_id": name }, "size_limit_mb": 2048 }),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+}
+
+/// Creates a session whose Pod cannot be scheduled (no node has the pool),
+/// so tests can play kubelet on its status; its Pod name.
+pub async fn unschedulable_session(b: &TestServer, ns: &str) -> String {
+    let id = unique("f");
+    create_volume(b, &format!("cargo-{id}")).await;
+    let (s, v) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v} in {ns}");
+    format!("bay-session-{id}")
+}
+
+/// The scheduling plugin with a node selector no node matches.
+pub fn nowhere() -> Vec<PluginConfig> {
+    vec![plugin(
+        "scheduling",
+        "berth_plugin_scheduling",
+        serde_json::json!({ "default": { "node_selector": { "berth.test/pool": "nowhere" } } }),
+    )]
+}

@@ -36,6 +36,7 @@ class ContainerState(_Model):
     ready: bool
     restart_count: int
     reason: Optional[str] = None
+    message: Optional[str] = None
     exit_code: Optional[int] = None
 
 
@@ -48,6 +49,10 @@ class ContainerInfo(_Model):
     endpoint: Optional[str] = None
     exit_code: Optional[int] = None
     containers: list[ContainerState] = Field(default_factory=list)
+    # Why the session is not running, in Kubernetes' words (the scheduler's
+    # message while it waits, `OOMKilled`, `Evicted`, …); None while running.
+    reason: Optional[str] = None
+    message: Optional[str] = None
 
 
 class RuntimeInstance(_Model):
