@@ -110,6 +110,12 @@ pub struct Config {
     /// the Pod, `start` waits on to `startup_timeout_s` instead; after
     /// `NotTriggerScaleUp` it fails without waiting further. 0 fails at once.
     pub unschedulable_grace_s: u64,
+    /// On SIGTERM: how long Berth lets in-flight requests finish, in seconds.
+    /// A `start` or `destroy` still waiting 3 s before the end is answered
+    /// 503 `shutting_down` (retry on another replica), then every connection
+    /// is closed. Keep it below the Pod's `terminationGracePeriodSeconds`
+    /// (`deploy/berth.yaml`: 30).
+    pub shutdown_grace_s: u64,
     /// How long `destroy` waits for a Pod to be gone.
     pub destroy_timeout_s: u64,
     /// Prefix of every label Berth sets (`bay` → `bay.session_id`).
@@ -154,6 +160,7 @@ impl Default for Config {
             image_pull_policy: ImagePullPolicy::IfNotPresent,
             startup_timeout_s: 60,
             unschedulable_grace_s: 15,
+            shutdown_grace_s: 25,
             destroy_timeout_s: 60,
             label_prefix: "bay".into(),
             plugins: Vec::new(),
@@ -199,6 +206,7 @@ const ENV_KEYS: &[&str] = &[
     "image_pull_policy",
     "startup_timeout_s",
     "unschedulable_grace_s",
+    "shutdown_grace_s",
     "destroy_timeout_s",
     "label_prefix",
     "plugin_cache_dir",
@@ -350,6 +358,9 @@ impl Config {
         }
         if self.unschedulable_grace_s > 3600 {
             return bad("unschedulable_grace_s", "must be within 0..=3600".into());
+        }
+        if !(4..=3600).contains(&self.shutdown_grace_s) {
+            return bad("shutdown_grace_s", "must be within 4..=3600".into());
         }
         if self.destroy_timeout_s == 0 || self.destroy_timeout_s > 3600 {
             return bad("destroy_timeout_s", "must be within 1..=3600".into());

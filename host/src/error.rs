@@ -28,6 +28,10 @@ pub enum Error {
     /// backpressure, not any plugin's fault. Retry after a moment.
     #[error("{0}")]
     Overloaded(String),
+    /// Berth is shutting down and cut a wait short: retry on another
+    /// replica.
+    #[error("{0}")]
+    ShuttingDown(String),
     #[error("Kubernetes API unavailable: {0}")]
     KubernetesUnavailable(String),
     /// The API server answered with an error Berth did not expect.

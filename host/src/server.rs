@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -34,16 +35,31 @@ pub fn policy_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
     )?)
 }
 
+/// How long a client has to send a request's headers. hyper times the wait
+/// for the next request on a kept-alive connection the same way, so this is
+/// also how long an idle connection stays open.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest pause allowed while a client sends a request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long before the end of the shutdown grace the waits still running
+/// are cut, so their 503 reaches the caller before connections close.
+const CUT_BEFORE_END: Duration = Duration::from_secs(3);
+
 pub struct Running {
     pub addr: SocketAddr,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
     pub state: api::Shared,
-    /// Notify to stop accepting connections and let in-flight requests
-    /// (a `start` may be waiting for its Pod) finish.
+    /// Notify to stop accepting connections and drain: in-flight requests
+    /// (a `start` may be waiting for its Pod) get `shutdown_grace_s`.
     pub shutdown: Arc<tokio::sync::Notify>,
 }
 
 /// Starts serving on `listener`; returns once the server accepts requests.
+/// The API server need not be reachable: until the session isolation
+/// NetworkPolicy is applied (retried in the background) Berth is not ready
+/// and creates no session.
 pub async fn start(
     config: Config,
     config_path: Option<PathBuf>,
@@ -58,9 +74,6 @@ pub async fn start(
     let client = driver::kube_client(&config)
         .await
         .context("building the Kubernetes client")?;
-    driver::network::ensure(&client, &config)
-        .await
-        .context("applying the session isolation NetworkPolicy")?;
     let metrics = Arc::new(Metrics::new());
     let driver = Driver::new(client, config.clone(), Arc::new(engine), metrics.clone());
     let state = Arc::new(AppState {
@@ -69,21 +82,117 @@ pub async fn start(
         tokens: config.tokens.clone(),
         config_path,
     });
-    let app = api::router(state.clone(), &config);
+    // Applied before serving when the API server answers, so a reachable
+    // cluster never sees Berth without it; retried in the background when not.
+    match tokio::time::timeout(Duration::from_secs(5), state.driver.ensure_isolation()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("{e}; retrying in the background");
+            tokio::spawn(isolate(state.clone()));
+        }
+        Err(_) => {
+            tracing::warn!(
+                "the API server did not answer within 5 s; applying the session isolation NetworkPolicy in the background"
+            );
+            tokio::spawn(isolate(state.clone()));
+        }
+    }
+    let app = api::router(state.clone(), &config).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT),
+    );
     let addr = listener.local_addr()?;
     let shutdown = Arc::new(tokio::sync::Notify::new());
-    let stop = shutdown.clone();
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
-    });
+    let grace = Duration::from_secs(config.shutdown_grace_s);
+    let handle = tokio::spawn(serve_connections(
+        listener,
+        app,
+        shutdown.clone(),
+        state.clone(),
+        grace,
+    ));
     Ok(Running {
         addr,
         handle,
         state,
         shutdown,
     })
+}
+
+/// Applies the session isolation NetworkPolicy, retrying with back-off
+/// (1 s doubling to 30 s) while the API server cannot be reached.
+async fn isolate(state: api::Shared) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match state.driver.ensure_isolation().await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(retry_in = ?pause, "{e}"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Accepts HTTP/1 connections until `stop`, then drains: no new
+/// connections, idle ones closed, in-flight requests given `grace` (their
+/// waits cut `CUT_BEFORE_END` before it ends), then the rest dropped.
+async fn serve_connections(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: Arc<tokio::sync::Notify>,
+    state: api::Shared,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, not exit.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.notified() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(?grace, "draining connections");
+    let cut = tokio::spawn(async move {
+        tokio::time::sleep(grace.saturating_sub(CUT_BEFORE_END)).await;
+        state.driver.cut_waits();
+    });
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still running at the end of the shutdown grace; closing"
+        );
+    }
+    cut.abort();
+    Ok(())
 }
 
 /// `berth serve`: serve until SIGTERM/SIGINT; SIGHUP reloads plugins.
@@ -122,11 +231,6 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         _ = term.recv() => tracing::info!("terminated; draining"),
     }
     running.shutdown.notify_one();
-    // In-flight requests get as long as a start may take, then are cut.
-    let grace = std::time::Duration::from_secs(running.state.driver.config().startup_timeout_s + 5);
-    match tokio::time::timeout(grace, handle).await {
-        Ok(r) => r??,
-        Err(_) => tracing::warn!("requests still running after {grace:?}; exiting anyway"),
-    }
+    handle.await??;
     Ok(())
 }

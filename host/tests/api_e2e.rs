@@ -1161,10 +1161,7 @@ async fn session_isolation_policy_is_in_force() {
 #[tokio::test]
 async fn unreachable_api_server_is_kubernetes_unavailable() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(kubeconfig()).unwrap();
-    let dead = regex_replace_server(&text, "https://127.0.0.1:1");
-    let path = dir.path().join("dead.kubeconfig");
-    std::fs::write(&path, dead).unwrap();
+    let path = kubeconfig_via("https://127.0.0.1:1", dir.path());
     let mut config = test_config("bay");
     config.kubeconfig = Some(path);
     config.network_policy.enabled = false;
@@ -1190,10 +1187,4 @@ async fn unreachable_api_server_is_kubernetes_unavailable() {
     .await;
     let resp = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-}
-
-fn regex_replace_server(kubeconfig: &str, server: &str) -> String {
-    let start = kubeconfig.find("server: \"").expect("server in kubeconfig") + "server: \"".len();
-    let end = start + kubeconfig[start..].find('"').expect("closing quote");
-    format!("{}{server}{}", &kubeconfig[..start], &kubeconfig[end..])
 }

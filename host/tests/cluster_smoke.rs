@@ -40,7 +40,7 @@ async fn pvc_binds_pod_schedules_runs_and_is_deleted() {
     .unwrap()
     .unwrap();
     assert!(
-        bound.spec.unwrap().volume_name.unwrap().starts_with("pv-"),
+        bound.spec.unwrap().volume_name.unwrap().starts_with("pvc-"),
         "bound to a pre-created PV"
     );
 

@@ -55,7 +55,8 @@ build_etcd() {
 build_kwok() {
   GOBIN="$STAGE" go install -trimpath -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   # kwok v0.8 has no built-in stages: `up` passes kwok's own stage kustomizations
-  # (node init, lease heartbeat, pod ready/complete/delete) from its module source.
+  # (node init, lease heartbeat, pod ready/complete/delete, and the volume
+  # provisioner through an overlay) from its module source.
   local src
   src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   [ -d "$src/kustomize/stage/fast" ] || die "kwok stages not found in $src"

@@ -154,8 +154,90 @@ start_secure_component() { # name binary extra-args...
   return 1
 }
 
+# kwok's volume stages (kustomize/stage/volume/fast in its module source) are
+# its dynamic provisioner. A cache built before they were used may lack them:
+# copy them in from the Go module cache (no build, no cache key change).
+ensure_volume_stages() {
+  local dst=$BIN/kwok-stage/volume src tmp
+  [ -s "$dst/fast/kustomization.yaml" ] && return 0
+  log "copying kwok's volume stages into $BIN"
+  src=$(GOTOOLCHAIN=local go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -s "$src/kustomize/stage/volume/fast/kustomization.yaml" ] || die "kwok volume stages not found in ${src:-the Go module cache}"
+  tmp=$(mktemp -d "$BIN/kwok-stage/.volume.XXXXXX")
+  chmod 755 "$tmp"
+  cp -r "$src/kustomize/stage/volume/." "$tmp/"
+  chmod -R u+w "$tmp"
+  mv -T "$tmp" "$dst" 2>/dev/null || rm -rf "$tmp" # another `up` won the race
+  [ -s "$dst/fast/kustomization.yaml" ] || die "could not put kwok's volume stages into $dst"
+}
+
+# kwok's stages serve only the class named `kwok-volume`. This overlay, built
+# by kwok's own kustomize loader, keeps kwok's stages and changes only their
+# selectors. The `test` ops make a changed upstream selector fail `up` loudly
+# (kwok exits on a config error).
+# - Claims of `standard` and `standard-wffc` are provisioned; a
+#   `standard-wffc` claim only once the scheduler has picked its Pod's node
+#   (the annotation volume.kubernetes.io/selected-node). kwok's own stage
+#   ignores WaitForFirstConsumer and would provision at once.
+# - No claim larger than $VOLUME_MAX is provisioned: it stays Pending, as it
+#   did when the largest pre-created PV was 20Gi.
+# - kwok replays a stage for stale events; a claim already marked
+#   bind-completed is skipped, which halves the replays.
+# - PVs are marked Bound / deleted only when kwok provisioned them.
+# - kwok's pvc-delete stage is dropped: it marks the PV Released as soon as
+#   the claim has a deletionTimestamp, even while a Pod still holds the claim
+#   (pvc-protection). KCM's PV controller releases the PV when the claim is
+#   really gone, and pv-delete then removes it.
+write_volume_stages() {
+  local VOLUME_MAX=${BERTH_TEST_VOLUME_MAX:-20Gi}
+  [[ $VOLUME_MAX =~ ^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$ ]] || die "BERTH_TEST_VOLUME_MAX=$VOLUME_MAX is not a quantity"
+  local out=$DIR/kwok-volume upstream="self.spec.storageClassName == 'kwok-volume'"
+  local claim="has(self.spec.storageClassName) && self.spec.storageClassName in ['standard', 'standard-wffc']"
+  local ours="has(self.metadata.annotations) && 'pv.kubernetes.io/provisioned-by' in self.metadata.annotations && self.metadata.annotations['pv.kubernetes.io/provisioned-by'] == 'kwok.x-k8s.io/volume'"
+  mkdir -p "$out"
+  # kustomize refuses an absolute path to another kustomization.
+  local base
+  base=$(realpath --relative-to="$out" "$BIN/kwok-stage/volume/fast")
+  cat >"$out/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- $base
+patches:
+- target: {kind: Stage, name: pvc-provision}
+  patch: |-
+    - {op: test, path: /spec/selector/matchExpressions/0/cel/expression, value: "$upstream"}
+    - {op: replace, path: /spec/selector/matchExpressions/0/cel/expression, value: "$claim"}
+    - op: add
+      path: /spec/selector/matchExpressions/-
+      value: {cel: {expression: "!has(self.metadata.annotations) || !('pv.kubernetes.io/bind-completed' in self.metadata.annotations)"}}
+    - op: add
+      path: /spec/selector/matchExpressions/-
+      value: {cel: {expression: "self.spec.storageClassName != 'standard-wffc' || (has(self.metadata.annotations) && 'volume.kubernetes.io/selected-node' in self.metadata.annotations)"}}
+    - op: add
+      path: /spec/selector/matchExpressions/-
+      value: {cel: {expression: "Quantity(self.spec.resources.requests.storage) <= Quantity('$VOLUME_MAX')"}}
+- target: {kind: Stage, name: pv-bind}
+  patch: |-
+    - {op: test, path: /spec/selector/matchExpressions/0/cel/expression, value: "$upstream"}
+    - {op: replace, path: /spec/selector/matchExpressions/0/cel/expression, value: "$ours"}
+- target: {kind: Stage, name: pv-delete}
+  patch: |-
+    - {op: test, path: /spec/selector/matchExpressions/0/cel/expression, value: "$upstream"}
+    - {op: replace, path: /spec/selector/matchExpressions/0/cel/expression, value: "$ours"}
+- target: {kind: Stage, name: pvc-delete}
+  patch: |-
+    \$patch: delete
+    apiVersion: kwok.x-k8s.io/v1alpha1
+    kind: Stage
+    metadata: {name: pvc-delete}
+EOF
+}
+
 start_kwok() {
   local try
+  ensure_volume_stages
+  write_volume_stages
   # kwok reads ~/.kwok/kwok.yaml when present; give it a HOME of its own.
   mkdir -p "$DIR/kwok-home" "$DIR/logs"
   # Every container of every Pod gets this file as its log (CRI format), so
@@ -174,7 +256,7 @@ EOF
   for try in 1 2 3; do
     KWOK_PORT=$(free_port)
     start kwok "$DIR/kwok.log" env HOME="$DIR/kwok-home" "$BIN/kwok" --kubeconfig="$DIR/kubeconfig" \
-      --config="$BIN/kwok-stage/fast" --config="$DIR/kwok-logs.yaml" \
+      --config="$BIN/kwok-stage/fast" --config="$DIR/kwok-volume" --config="$DIR/kwok-logs.yaml" \
       --manage-all-nodes=true --cidr="${BERTH_TEST_POD_CIDR:-127.1.0.0/16}" \
       --node-name=localhost --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
       --tls-cert-file="$DIR/pki/apiserver.crt" --tls-private-key-file="$DIR/pki/apiserver.key" \
@@ -186,14 +268,18 @@ EOF
   return 1
 }
 
+# Room for 2,000 of Berth's Pods on any one node (the test policy sends every
+# session to kwok-node-1): a session Pod requests up to 1.5 cpu, 3Gi memory
+# and 2Gi ephemeral-storage.
+NODE_RESOURCES='"cpu":"4000","memory":"8Ti","pods":"3000","ephemeral-storage":"8Ti"'
 node_json() { # name labels-json taints-json
   cat <<EOF
 {"apiVersion":"v1","kind":"Node","metadata":{"name":"$1","annotations":{"node.alpha.kubernetes.io/ttl":"0","kwok.x-k8s.io/node":"fake"},
  "labels":$2},
  "spec":{"taints":$3},
  "status":{"addresses":[{"type":"InternalIP","address":"127.0.0.1"},{"type":"Hostname","address":"localhost"}],
-  "allocatable":{"cpu":"32","memory":"256Gi","pods":"250","ephemeral-storage":"1Ti"},
-  "capacity":{"cpu":"32","memory":"256Gi","pods":"250","ephemeral-storage":"1Ti"}}}
+  "allocatable":{$NODE_RESOURCES},
+  "capacity":{$NODE_RESOURCES}}}
 EOF
 }
 
@@ -204,16 +290,13 @@ seed_objects() {
   api POST /api/v1/nodes "$(node_json kwok-node-1 "{$base,\"kubernetes.io/hostname\":\"kwok-node-1\",\"berth.test/pool\":\"sandbox\"}" '[]')" >/dev/null
   api POST /api/v1/nodes "$(node_json kwok-node-2 "{$base,\"kubernetes.io/hostname\":\"kwok-node-2\",\"berth.test/pool\":\"dedicated\"}" '[{"key":"berth.test/dedicated","value":"sandbox","effect":"NoSchedule"}]')" >/dev/null
 
-  api POST /apis/storage.k8s.io/v1/storageclasses '{"apiVersion":"storage.k8s.io/v1","kind":"StorageClass","metadata":{"name":"standard","annotations":{"storageclass.kubernetes.io/is-default-class":"true"}},"provisioner":"kubernetes.io/no-provisioner","volumeBindingMode":"Immediate","reclaimPolicy":"Retain","allowVolumeExpansion":true}' >/dev/null
-  # No provisioner exists, so claims bind to these. Retain leaves a used PV
-  # Released, so there must be one per claim a whole test run makes.
-  local n=${BERTH_TEST_PVS:-300} i
-  for i in $(seq -w 0 $((n - 1))); do
-    printf '{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"pv-%s","labels":{"berth.test/pv":"true"}},"spec":{"capacity":{"storage":"20Gi"},"accessModes":["ReadWriteOnce"],"persistentVolumeReclaimPolicy":"Retain","storageClassName":"standard","hostPath":{"path":"/nonexistent/berth-pv-%s"}}}\n' "$i" "$i"
-  done | while read -r pv; do api POST /api/v1/persistentvolumes "$pv" >/dev/null || exit 1; done
-  local have
-  have=$(api GET "/api/v1/persistentvolumes?labelSelector=berth.test/pv%3Dtrue" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')
-  [ "$have" -eq "$n" ] || die "created $have of $n PersistentVolumes"
+  # kwok's volume stages (write_volume_stages) provision a PV for every claim
+  # of these classes and delete it with the claim.
+  local class mode default
+  for class in standard standard-wffc; do
+    if [ "$class" = standard ]; then mode=Immediate default=true; else mode=WaitForFirstConsumer default=false; fi
+    api POST /apis/storage.k8s.io/v1/storageclasses "{\"apiVersion\":\"storage.k8s.io/v1\",\"kind\":\"StorageClass\",\"metadata\":{\"name\":\"$class\",\"annotations\":{\"storageclass.kubernetes.io/is-default-class\":\"$default\"}},\"provisioner\":\"kwok.x-k8s.io/volume\",\"volumeBindingMode\":\"$mode\",\"reclaimPolicy\":\"Delete\",\"allowVolumeExpansion\":true}" >/dev/null
+  done
 
   # `bay` is Bay's default namespace, used by tests/local-berth.sh.
   local ns
@@ -234,6 +317,37 @@ ok = len(items) >= 3 and all(
     and not any(t["key"].startswith("node.kubernetes.io/") for t in n.get("spec", {}).get("taints", []) or [])
     for n in items)
 sys.exit(0 if ok else 1)' <<<"$out"
+}
+
+http_code() { curl -sS -o /dev/null -w '%{http_code}' --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key" "$API$1"; }
+
+pv_gone() { [ "$(http_code "/api/v1/persistentvolumes/$1")" = 404 ]; }
+
+claim_bound() { # namespace name: Bound to a PV, whose name goes to $DIR/probe-pv
+  api GET "/api/v1/namespaces/$1/persistentvolumeclaims/$2" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+ok = c.get("status", {}).get("phase") == "Bound" and c["spec"].get("volumeName")
+if ok:
+    print(c["spec"]["volumeName"])
+sys.exit(0 if ok else 1)' >"$DIR/probe-pv"
+}
+
+# The provisioner works end to end: a claim with no class gets the default
+# class, a PV, and is Bound; deleting it removes the PV.
+check_provisioner() {
+  local ns=berth-up-check pv
+  api POST /api/v1/namespaces "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"$ns\"}}" >/dev/null
+  api POST "/api/v1/namespaces/$ns/persistentvolumeclaims" '{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":"probe"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}' >/dev/null
+  if ! wait_until 30 "a probe claim to bind" claim_bound "$ns" probe; then
+    tail -n 20 "$DIR/kwok.log" >&2
+    die "the volume provisioner does not work"
+  fi
+  pv=$(cat "$DIR/probe-pv"); rm -f "$DIR/probe-pv"
+  api DELETE "/api/v1/namespaces/$ns/persistentvolumeclaims/probe" >/dev/null
+  wait_until 30 "PersistentVolume $pv to be deleted with its claim" pv_gone "$pv" ||
+    die "the volume provisioner does not delete PersistentVolumes"
+  api DELETE "/api/v1/namespaces/$ns" >/dev/null
 }
 
 default_sa_ready() {
@@ -299,12 +413,17 @@ cmd_up() {
   start_etcd || die "etcd did not start"
   start_apiserver || die "kube-apiserver did not start"
   write_kubeconfig
+  # The default client rate limits (KCM 20 QPS, scheduler 50) throttle the
+  # PV controller and pod binding once hundreds of claims and Pods come and go.
   start_secure_component kube-controller-manager kube-controller-manager \
     --root-ca-file="$DIR/pki/ca.crt" --service-account-private-key-file="$DIR/pki/sa.key" \
-    --controllers='*' --use-service-account-credentials=false || die "kube-controller-manager did not start"
-  start_secure_component kube-scheduler kube-scheduler || die "kube-scheduler did not start"
+    --controllers='*' --use-service-account-credentials=false \
+    --kube-api-qps=200 --kube-api-burst=400 || die "kube-controller-manager did not start"
+  start_secure_component kube-scheduler kube-scheduler \
+    --kube-api-qps=200 --kube-api-burst=400 || die "kube-scheduler did not start"
   start_kwok || die "kwok did not start"
   seed_objects
+  check_provisioner
   wait_until 90 "fake nodes Ready and untainted" nodes_ready || die "nodes not ready"
   wait_until 60 "default ServiceAccounts" default_sa_ready || die "service accounts not created"
   trap - EXIT

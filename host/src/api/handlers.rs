@@ -436,7 +436,22 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready when the API server answers.
+/// Ready when the API server answers within `READYZ_DEADLINE` and the
+/// session isolation NetworkPolicy is applied; a 503 names what is missing.
 pub async fn readyz(State(s): State<Shared>) -> Result<&'static str> {
-    s.driver.ping().await?;
-    Ok("ready")
+    let checks = async {
+        s.driver.ping().await?;
+        s.driver.ensure_isolation().await
+    };
+    match tokio::time::timeout(READYZ_DEADLINE, checks).await {
+        Ok(r) => r.map(|()| "ready"),
+        Err(_) => Err(Error::KubernetesUnavailable(format!(
+            "the API server did not answer within {} ms",
+            READYZ_DEADLINE.as_millis()
+        ))),
+    }
 }
+
+/// Below the probe's `timeoutSeconds` in `deploy/berth.yaml` (3 s), so the
+/// kubelet gets Berth's answer rather than its own timeout.
+const READYZ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -25,6 +25,7 @@ pub enum ProblemCode {
     StartFailed,
     Timeout,
     Overloaded,
+    ShuttingDown,
     KubernetesUnavailable,
     Internal,
 }
@@ -99,6 +100,9 @@ impl From<&Error> for Problem {
             Error::Overloaded(_) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail)
             }
+            Error::ShuttingDown(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail)
+            }
             Error::KubernetesUnavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "kubernetes_unavailable",
@@ -120,8 +124,8 @@ const RETRY_AFTER_S: &str = "1";
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = Problem::from(&self);
-        if matches!(self, Error::Overloaded(_)) {
-            // Backpressure is the system working, not failing.
+        if matches!(self, Error::Overloaded(_) | Error::ShuttingDown(_)) {
+            // Backpressure and a drain are the system working, not failing.
             tracing::warn!(code = %problem.code, "{}", problem.detail);
             let mut resp = problem.into_response();
             resp.headers_mut().insert(

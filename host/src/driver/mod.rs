@@ -153,6 +153,11 @@ pub struct Driver {
     pod_watch: tokio::sync::OnceCell<PodWatch>,
     /// One permit per policy chain that may run at once (`plugin_slots`).
     chain_slots: Arc<tokio::sync::Semaphore>,
+    /// Set once the session isolation NetworkPolicy is applied; no session
+    /// Pod is created before.
+    isolated: std::sync::OnceLock<()>,
+    /// Turned true when a draining Berth cuts the waits still running.
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Driver {
@@ -172,7 +177,42 @@ impl Driver {
             keys,
             pod_watch: tokio::sync::OnceCell::new(),
             chain_slots,
+            isolated: std::sync::OnceLock::new(),
+            cut: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Applies the session isolation NetworkPolicy unless that already
+    /// happened. Until it has, no session may be created: a Pod without it
+    /// is reachable by every other sandbox.
+    pub async fn ensure_isolation(&self) -> Result<()> {
+        if self.isolated.get().is_some() {
+            return Ok(());
+        }
+        match network::ensure(&self.client, &self.config).await {
+            Ok(()) => {
+                if self.isolated.set(()).is_ok() {
+                    tracing::info!("session isolation NetworkPolicy applied");
+                }
+                Ok(())
+            }
+            Err(e) => Err(Error::KubernetesUnavailable(format!(
+                "the session isolation NetworkPolicy is not applied yet, so no session can be created: {e}"
+            ))),
+        }
+    }
+
+    /// Ends every wait still running (and every later one) with
+    /// `ShuttingDown`, so its caller can retry on another replica before
+    /// this one closes its connections.
+    pub fn cut_waits(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Resolves once `cut_waits` has been called.
+    async fn cut(&self) {
+        let mut cut = self.cut.subscribe();
+        let _ = cut.wait_for(|c| *c).await;
     }
 
     async fn pod_watch(&self) -> &PodWatch {
@@ -310,6 +350,7 @@ impl Driver {
     /// Builds, shapes and submits the session Pod. Does not wait.
     pub async fn create(&self, req: &SessionRequest<'_>) -> Result<Created> {
         let shaped = self.render_pod(req).await?;
+        self.ensure_isolation().await?;
         let name = shaped.object.metadata.name.clone().unwrap_or_default();
         let cargo = req.cargo;
         // A missing or dying cargo would leave the Pod Pending for the whole
@@ -559,9 +600,11 @@ impl Driver {
                 }
             };
             let pod_watch = self.pod_watch().await;
-            match tokio::time::timeout_at(deadline, pod_watch.until(container_id, &uid, decided))
-                .await
-            {
+            let waited = tokio::select! {
+                w = tokio::time::timeout_at(deadline, pod_watch.until(container_id, &uid, decided)) => w,
+                () = self.cut() => return Err(shutting_down("start", container_id)),
+            };
+            match waited {
                 Ok(p) => pod = p,
                 Err(_) => {
                     self.metrics
@@ -686,7 +729,10 @@ impl Driver {
         let pod_watch = self.pod_watch().await;
         // Gone, or replaced by another Pod of the same name.
         let deleted = |p: Option<&Pod>| p.is_none_or(|p| p.metadata.uid.as_deref() != Some(&uid));
-        let gone = tokio::time::timeout(timeout, pod_watch.until(name, &uid, deleted)).await;
+        let gone = tokio::select! {
+            g = tokio::time::timeout(timeout, pod_watch.until(name, &uid, deleted)) => g,
+            () = self.cut() => return Err(shutting_down("the deletion wait", name)),
+        };
         self.metrics
             .observe_kube("watch_pod_deleted", gone.is_ok(), started.elapsed());
         if gone.is_ok() {
@@ -1017,6 +1063,12 @@ impl Driver {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+fn shutting_down(what: &str, pod: &str) -> Error {
+    Error::ShuttingDown(format!(
+        "this Berth replica is shutting down and ended {what} of {pod} early; retry (another replica takes it)"
+    ))
 }
 
 /// What the cluster autoscaler's Events say about an unschedulable Pod.

@@ -3,7 +3,9 @@
 //!
 //! Berth keeps ONE NetworkPolicy per namespace selecting every session Pod
 //! (`<prefix>.managed=true`), applied at start-up, before any session exists,
-//! and re-applied on every start so an operator's edit is undone. One shared
+//! and re-applied on every start so an operator's edit is undone. When the
+//! API server cannot be reached at start-up Berth serves anyway, retries in
+//! the background, and refuses to create sessions until the policy is in. One shared
 //! policy, not one per session, because:
 //! - no window: it exists before the first Pod, where a per-session policy
 //!   would be created after its Pod (it needs the Pod as owner) and a failure

@@ -187,6 +187,30 @@ pub fn kubeconfig() -> PathBuf {
     p
 }
 
+/// The test kubeconfig split around its API server URL (written quoted).
+fn split_server(text: &str) -> (&str, &str, &str) {
+    let start = text.find("server: \"").expect("server in kubeconfig") + "server: \"".len();
+    let end = start + text[start..].find('"').expect("closing quote");
+    (&text[..start], &text[start..end], &text[end..])
+}
+
+/// The test cluster's API server, `host:port`.
+pub fn api_server_addr() -> String {
+    let text = std::fs::read_to_string(kubeconfig()).expect("kubeconfig");
+    let (_, url, _) = split_server(&text);
+    url.trim_start_matches("https://").to_string()
+}
+
+/// A copy of the test kubeconfig, written into `dir`, that names `server`
+/// as the API server (same credentials).
+pub fn kubeconfig_via(server: &str, dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig()).expect("kubeconfig");
+    let (head, _, tail) = split_server(&text);
+    let path = dir.join("via.kubeconfig");
+    std::fs::write(&path, format!("{head}{server}{tail}")).unwrap();
+    path
+}
+
 pub async fn kube_client() -> kube::Client {
     let config = Config {
         kubeconfig: Some(kubeconfig()),
@@ -255,10 +279,34 @@ pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     pub namespace: String,
-    pub running: berth::server::Running,
+    /// The in-process server, when the test started one.
+    pub running: Option<berth::server::Running>,
 }
 
 impl TestServer {
+    /// A client for a Berth already serving at `base` (e.g. a `berth serve`
+    /// process), once its `/healthz` answers.
+    pub async fn at(base: &str, ns: &str) -> TestServer {
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if http
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return TestServer {
+                    base: base.to_string(),
+                    http,
+                    namespace: ns.to_string(),
+                    running: None,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("berth at {base} did not come up in 30 s");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -331,7 +379,7 @@ pub async fn berth_with(
         base: format!("http://{}", running.addr),
         http: reqwest::Client::new(),
         namespace: ns.to_string(),
-        running,
+        running: Some(running),
     }
 }
 

@@ -78,10 +78,17 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
+class ShuttingDown(Unavailable):
+    """The Berth replica is draining and cut a wait short: retry, and the
+    Service sends the call to another replica (Berth sends `Retry-After`)."""
+
+    code = "shutting_down"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (InvalidRequest, Unauthorized, NotFound, Conflict, DeniedByPolicy, PluginFailed, StartFailed, Timeout,
-                Unavailable, Overloaded)
+                Unavailable, Overloaded, ShuttingDown)
 }
 
 

@@ -1,0 +1,316 @@
+//! Berth as a server among failing neighbours: clients that stall, an API
+//! server that goes away and comes back, and a SIGTERM with work in flight.
+//! The API server's outages are played by a loopback TCP gate in front of
+//! the real one, so other tests keep their cluster.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP forwarder to the test API server that can be shut: while shut it
+/// closes every connection it has and refuses new ones, as a restarting
+/// API server does.
+struct Gate {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Gate {
+    async fn new(upstream: String) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_open, tracked) = (open.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    return;
+                };
+                if !is_open.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                tracked.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Gate { addr, open, conns }
+    }
+
+    fn shut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn reopen(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Reads until the peer closes the connection; how long that took, or
+/// `None` if it stayed open for `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started + limit),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn stalled_and_idle_connections_are_closed() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "conn", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    let addr = b.base.trim_start_matches("http://").to_string();
+    let limit = Duration::from_secs(30);
+
+    // Headers that never end.
+    let mut half_headers = TcpStream::connect(&addr).await.unwrap();
+    half_headers
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: berth\r\n")
+        .await
+        .unwrap();
+    // A body that never arrives in full.
+    let mut half_body = TcpStream::connect(&addr).await.unwrap();
+    half_body
+        .write_all(
+            format!(
+                "POST /v1/volumes HTTP/1.1\r\nHost: berth\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // A kept-alive connection that goes quiet after one request.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: berth\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    let (a, b2, c) = tokio::join!(
+        closed_within(&mut half_headers, limit),
+        closed_within(&mut half_body, limit),
+        closed_within(&mut idle, limit),
+    );
+    assert!(a.is_some(), "half-sent headers kept the connection open");
+    assert!(b2.is_some(), "a half-sent body kept the connection open");
+    assert!(c.is_some(), "an idle connection stayed open");
+    // The server still serves.
+    let (s, _) = b.get_json("/v1/plugins").await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "bearer", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let resp = b
+            .http
+            .get(b.url("/v1/plugins"))
+            .header("Authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+    }
+    let resp = b
+        .http
+        .get(b.url("/v1/plugins"))
+        .header("Authorization", format!("Basic {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn berth_starts_during_an_api_outage_and_recovers() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "outage", &[]).await;
+    let gate = Gate::new(api_server_addr()).await;
+    gate.shut();
+    let dir = tempfile::tempdir().unwrap();
+    let via = kubeconfig_via(&format!("https://{}", gate.addr), dir.path());
+    // The isolation policy is on (the default): no session may be created
+    // before it is applied.
+    let b = berth_with(&ns, vec![], |c| c.kubeconfig = Some(via)).await;
+    let resp = b.get("/readyz").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = problem(
+        b.post("/v1/sessions")
+            .json(&create_body("outage", &profile()))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "kubernetes_unavailable",
+    )
+    .await;
+    assert_detail(&body, "isolation NetworkPolicy is not applied yet");
+    gate.reopen();
+    let mut ready = false;
+    for _ in 0..60 {
+        if b.get("/readyz").send().await.unwrap().status() == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(ready, "never ready after the API server came back");
+    create_volume(&b, "cargo-outage").await;
+}
+
+#[tokio::test]
+async fn a_start_waiting_through_an_api_outage_returns_once_the_pod_runs() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "restart", &[]).await;
+    let gate = Gate::new(api_server_addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let via = kubeconfig_via(&format!("https://{}", gate.addr), dir.path());
+    let b = berth_with(&ns, nowhere(), |c| {
+        c.kubeconfig = Some(via);
+        c.startup_timeout_s = 90;
+        c.unschedulable_grace_s = 600;
+    })
+    .await;
+    let name = unschedulable_session(&b, &ns).await;
+    let start = tokio::spawn({
+        let req = b
+            .post(&format!("/v1/sessions/{name}/start"))
+            .json(&json!({}));
+        async move { req.send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The API server goes away under Berth; meanwhile the Pod starts.
+    gate.shut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "phase": "Running", "podIP": "127.1.251.1",
+                "conditions": [{ "type": "PodScheduled", "status": "True" }, { "type": "Ready", "status": "True" }],
+                "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": true, "restartCount": 0, "state": { "running": {} } }] } })),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!start.is_finished(), "start ended during the outage");
+    let back = Instant::now();
+    gate.reopen();
+    let resp = start.await.unwrap();
+    let after = back.elapsed();
+    let (s, body) = status_and_json(resp).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["endpoint"], "http://127.1.251.1:8123");
+    println!("start returned {after:?} after the API server came back");
+}
+
+#[tokio::test]
+async fn sigterm_drains_within_the_grace_and_cuts_long_waits() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "drain", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "tokens": [TOKEN],
+        "namespace": ns,
+        "kubeconfig": kubeconfig(),
+        "plugin_cache_dir": repo_root().join("target/berth-test-plugin-cache"),
+        "plugins": nowhere(),
+        "startup_timeout_s": 300,
+        "unschedulable_grace_s": 600,
+        "shutdown_grace_s": 6,
+    });
+    let path = dir.path().join("berth.yaml");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("berth serve");
+    let b = TestServer::at(&format!("http://127.0.0.1:{port}"), &ns).await;
+    let name = unschedulable_session(&b, &ns).await;
+    let start = tokio::spawn({
+        let req = b
+            .post(&format!("/v1/sessions/{name}/start"))
+            .json(&json!({}));
+        async move { req.send().await.unwrap() }
+    });
+    // A client that stalls in its headers must not hold the drain.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pid = child.id().expect("pid") as i32;
+    let signalled = Instant::now();
+    assert_eq!(send_signal(pid, 15), 0);
+    let body = problem(
+        start.await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+    )
+    .await;
+    assert_detail(&body, "retry");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("berth exited")
+        .unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    // Within the 6 s grace (plus start-up slack), not the 300 s start timeout.
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    println!("drained and exited {took:?} after SIGTERM");
+}
+
+/// SIGTERM through the `kill` command, as an orchestrator would send it.
+fn send_signal(pid: i32, signal: i32) -> i32 {
+    std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.code().unwrap_or(-1))
+        .unwrap_or(-1)
+}
