@@ -14,7 +14,9 @@ use berth::config::Config;
 use berth::model::{Cargo, Profile, Session};
 use berth::objects::{self, SessionRequest};
 use berth::plugin::runtime::{Hook, Limits};
-use berth::plugin::{PluginConfig, PolicyEngine, Runtime, RuntimeOptions, run_steps};
+use berth::plugin::{
+    Guards, PluginConfig, PolicyEngine, Runtime, RuntimeOptions, Scope, run_steps,
+};
 use berth_plugin_sdk::{Context, Pod, Policy, parse_settings};
 use serde_json::json;
 
@@ -214,8 +216,10 @@ fn main() {
         Path::new("/"),
     )
     .unwrap();
-    let chain = engine.chain();
     let rt = engine.runtime();
+    // What the server holds a chain to: identity, guarded fields, baseline.
+    let guards = Guards::default();
+    let unscoped = Scope::default();
 
     // The same three policies, native: settings parsed once, as a native
     // host would.
@@ -248,9 +252,9 @@ fn main() {
                 shape_native(step, &mut q).unwrap();
                 Ok(Ok(serde_json::to_string(&q).unwrap()))
             };
-            (format!("native-{step}"), run)
+            (format!("native-{step}"), &unscoped, run)
         });
-        run_steps(p, "bay", steps).unwrap()
+        run_steps(p, &guards, steps).unwrap()
     };
     // (c) The wasm calls alone: three fresh instances passing the JSON text
     // along, without the chain's checks.
@@ -271,7 +275,7 @@ fn main() {
     };
 
     // Same transformation, or the comparison means nothing.
-    let wasm_out = chain.shape(rt, &wctx, pod.clone(), "bay").unwrap();
+    let wasm_out = engine.shape(&wctx, pod.clone()).unwrap();
     let typed_out = native_typed(pod.clone());
     assert_eq!(
         serde_json::to_value(&wasm_out.object).unwrap(),
@@ -288,7 +292,7 @@ fn main() {
     // caches are warm in a steady stream of sessions, and alternating run by
     // run would measure each one cold after the others.
     let variants: [&dyn Fn(Pod) -> Box<dyn std::any::Any>; 4] = [
-        &|p| Box::new(chain.shape(rt, &wctx, p, "bay").unwrap()),
+        &|p| Box::new(engine.shape(&wctx, p).unwrap()),
         &|p| Box::new(native_typed(p)),
         &|p| Box::new(native_chain(p)),
         &|_| Box::new(raw_calls()),

@@ -137,6 +137,11 @@ pub struct Config {
     /// each plugin's deadline is cut to what is left of it.
     pub plugin_chain_budget_ms: u64,
     pub network_policy: NetworkPolicyConfig,
+    /// The Pod Security Standards level every session Pod must meet after
+    /// the policy chain (`none`, `baseline`, `restricted`); a violation is
+    /// blamed on the plugin that introduced it. Bay's Ship image needs
+    /// `baseline` unless the restricted plugin is configured.
+    pub pod_security: crate::plugin::PodSecurity,
     pub log_format: LogFormat,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
@@ -144,6 +149,17 @@ pub struct Config {
     /// file's directory); not read from the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// What the host holds every policy chain to under this config.
+    pub fn guards(&self) -> crate::plugin::Guards {
+        crate::plugin::Guards {
+            label_prefix: self.label_prefix.clone(),
+            trusted_peer_labels: self.network_policy.ingress_from_pods.clone(),
+            pod_security: self.pod_security,
+        }
+    }
 }
 
 impl Default for Config {
@@ -170,6 +186,7 @@ impl Default for Config {
             plugin_queue_timeout_ms: 2000,
             plugin_chain_budget_ms: 2000,
             network_policy: NetworkPolicyConfig::default(),
+            pod_security: crate::plugin::PodSecurity::Baseline,
             log_format: LogFormat::Text,
             max_body_bytes: 1 << 20,
             base_dir: PathBuf::from("."),
@@ -214,6 +231,7 @@ const ENV_KEYS: &[&str] = &[
     "plugin_concurrency",
     "plugin_queue_timeout_ms",
     "plugin_chain_budget_ms",
+    "pod_security",
     "log_format",
     "max_body_bytes",
 ];

@@ -34,9 +34,10 @@ pub enum Error {
     ShuttingDown(String),
     #[error("Kubernetes API unavailable: {0}")]
     KubernetesUnavailable(String),
-    /// The API server answered with an error Berth did not expect.
-    #[error("Kubernetes API error: {0}")]
-    Kubernetes(String),
+    /// A Kubernetes API call failed; the cause is kept. `api::problem` maps
+    /// it by what the API server answered (`KubeFailure`).
+    #[error("{}", describe_kube(.0))]
+    Kube(#[from] kube::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -50,30 +51,60 @@ impl From<PolicyError> for Error {
     }
 }
 
-impl From<kube::Error> for Error {
-    fn from(e: kube::Error) -> Self {
-        match &e {
-            kube::Error::Api(status) => match status.code {
-                404 => Error::NotFound(status.message.clone()),
-                409 => Error::Conflict(status.message.clone()),
-                400 | 422 => {
-                    Error::InvalidRequest(format!("rejected by the API server: {}", status.message))
-                }
-                // PodSecurity admission and RBAC both answer 403; the message
-                // says which, and Bay's user needs it verbatim.
-                403 => Error::DeniedByPolicy {
-                    plugin: "kubernetes-admission".into(),
-                    message: status.message.clone(),
-                },
-                429 | 500..=599 => Error::KubernetesUnavailable(status.message.clone()),
-                _ => Error::Kubernetes(status.message.clone()),
-            },
-            kube::Error::HyperError(_) | kube::Error::Service(_) => {
-                Error::KubernetesUnavailable(e.to_string())
+/// What a failed Kubernetes call means for Berth's caller, read from the
+/// API server's answer (or its absence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeFailure {
+    NotFound,
+    /// Already exists, or changed under us.
+    Conflict,
+    /// 400 or 422: the object was refused as invalid.
+    Invalid,
+    /// 403: PodSecurity admission or RBAC; the message says which, and
+    /// Bay's user needs it verbatim.
+    Forbidden,
+    /// 429, 5xx, or no answer at all (connect, TLS, timeout).
+    Unavailable,
+    /// Anything else the API server said.
+    Other,
+}
+
+impl KubeFailure {
+    pub fn of(e: &kube::Error) -> KubeFailure {
+        match e {
+            kube::Error::Api(s) if s.is_not_found() => KubeFailure::NotFound,
+            kube::Error::Api(s) if s.is_already_exists() || s.is_conflict() => {
+                KubeFailure::Conflict
             }
-            _ => Error::Kubernetes(e.to_string()),
+            kube::Error::Api(s) if s.is_invalid() || s.code == 400 => KubeFailure::Invalid,
+            kube::Error::Api(s) if s.is_forbidden() => KubeFailure::Forbidden,
+            kube::Error::Api(s) if s.code == 429 || s.code >= 500 => KubeFailure::Unavailable,
+            kube::Error::Api(_) => KubeFailure::Other,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => KubeFailure::Unavailable,
+            _ => KubeFailure::Other,
         }
     }
 }
+
+/// The caller-facing message of a failed Kubernetes call.
+fn describe_kube(e: &kube::Error) -> String {
+    let said = match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    };
+    match KubeFailure::of(e) {
+        KubeFailure::NotFound | KubeFailure::Conflict => said,
+        KubeFailure::Invalid => format!("rejected by the API server: {said}"),
+        KubeFailure::Forbidden => {
+            format!("denied by policy plugin \"{KUBERNETES_ADMISSION}\": {said}")
+        }
+        KubeFailure::Unavailable => format!("Kubernetes API unavailable: {said}"),
+        KubeFailure::Other => format!("Kubernetes API error: {said}"),
+    }
+}
+
+/// The name a Kubernetes refusal (403) is reported under, as if it were a
+/// plugin: admission is policy too.
+pub const KUBERNETES_ADMISSION: &str = "kubernetes-admission";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -298,7 +298,7 @@ fn main() -> anyhow::Result<()> {
             for hook in [berth::plugin::Hook::Pod, berth::plugin::Hook::Pvc] {
                 let (object, ctx) =
                     berth::harness::build(&cfg, hook, &req).map_err(anyhow::Error::msg)?;
-                match berth::harness::run_chain(&engine, hook, &ctx, &object, &cfg.label_prefix) {
+                match berth::harness::run_chain(&engine, hook, &ctx, &object) {
                     Ok((out, steps)) => {
                         println!(
                             "---\n# {hook:?} after {} plugin(s)\n{}",

@@ -28,11 +28,7 @@ pub fn policy_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
             .max(64 << 20),
         chain_budget: std::time::Duration::from_millis(config.plugin_chain_budget_ms),
     })?;
-    Ok(PolicyEngine::new(
-        runtime,
-        &config.plugins,
-        &config.base_dir,
-    )?)
+    Ok(PolicyEngine::new(runtime, &config.plugins, &config.base_dir)?.with_guards(config.guards()))
 }
 
 /// How long a client has to send a request's headers. hyper times the wait

@@ -512,11 +512,12 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
 async fn start_fails_fast_with_the_kubernetes_reason() {
     let client = kube_client().await;
     let ns = namespace(&client, "fail", &[]).await;
-    // A long timeout: these must fail on the reason, not the clock. No
-    // grace for unschedulable Pods: the first case fails on the scheduler.
+    // A long timeout: these must fail on the reason, not the clock. A short
+    // grace for unschedulable Pods: the first case fails on the scheduler's
+    // message once the transient one about the new claim has passed.
     let b = berth_with(&ns, nowhere(), |c| {
         c.startup_timeout_s = 300;
-        c.unschedulable_grace_s = 0;
+        c.unschedulable_grace_s = 5;
     })
     .await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
@@ -838,9 +839,17 @@ async fn baseline_namespace_admits_ship_as_it_runs() {
         create_denied(&b, &id2, &privileged).await["plugin"],
         "restricted"
     );
-    // ...and without the plugin, PodSecurity admission refuses the same Pod.
+    // ...without the plugin, Berth's own posture check refuses it...
     let bare = berth(&ns, vec![]).await;
     let body = create_denied(&bare, &id2, &privileged).await;
+    assert_eq!(body["plugin"], "pod-security");
+    assert_detail(&body, "violates Pod Security baseline");
+    // ...and with that off too, PodSecurity admission refuses the same Pod.
+    let unchecked = berth_with(&ns, vec![], |c| {
+        c.pod_security = berth::plugin::PodSecurity::None
+    })
+    .await;
+    let body = create_denied(&unchecked, &id2, &privileged).await;
     assert_eq!(body["plugin"], "kubernetes-admission");
     assert_detail(&body, "violates PodSecurity \"baseline:latest\"");
 }

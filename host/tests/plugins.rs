@@ -9,7 +9,8 @@ use std::sync::Arc;
 use berth::objects::{self, SessionRequest};
 use berth::plugin::runtime::{Hook, Limits, SessionContext};
 use berth::plugin::{
-    LoadErrorKind, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime, RuntimeOptions,
+    LoadErrorKind, PluginConfig, PluginError, PodSecurity, PolicyEngine, PolicyError, Rule,
+    Runtime, RuntimeOptions,
 };
 use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -49,7 +50,7 @@ fn shape(
     profile: &berth::model::Profile,
 ) -> Result<berth::plugin::Shaped<Pod>, PolicyError> {
     let (pod, ctx) = base(profile);
-    engine.chain().shape(engine.runtime(), &ctx, pod, "bay")
+    engine.shape(&ctx, pod)
 }
 
 #[test]
@@ -196,10 +197,7 @@ fn pvc_is_sized_from_the_cargo_and_bounded() {
     let labels = labels();
     let pvc = objects::cargo_pvc(&config, "cargo-c1", &labels, None);
     let ctx = objects::cargo_context(&config, "cargo-c1", &labels, 4096);
-    let shaped = engine
-        .chain()
-        .shape(engine.runtime(), &ctx, pvc.clone(), "bay")
-        .expect("shape");
+    let shaped = engine.shape(&ctx, pvc.clone()).expect("shape");
     let size = &shaped
         .object
         .spec
@@ -219,7 +217,7 @@ fn pvc_is_sized_from_the_cargo_and_bounded() {
     deny[2].settings["on_exceed"] = "deny".into();
     let engine = self::engine(&deny).expect("load");
     let ctx = objects::cargo_context(&config, "cargo-c1", &labels, 100 * 1024);
-    match engine.chain().shape(engine.runtime(), &ctx, pvc, "bay") {
+    match engine.shape(&ctx, pvc) {
         Err(PolicyError::Denied { plugin, message }) => {
             assert_eq!(plugin, "resources");
             assert!(
@@ -717,9 +715,145 @@ fn pvc_hook_identity_is_protected_too() {
     l.insert("bay.session_id".into(), "s1".into());
     let pvc: PersistentVolumeClaim = objects::cargo_pvc(&config, "cargo-c1", &l, None);
     let ctx = objects::cargo_context(&config, "cargo-c1", &l, 1024);
-    let r = engine.chain().shape(engine.runtime(), &ctx, pvc, "bay");
+    let r = engine.shape(&ctx, pvc);
     assert!(matches!(
         r,
         Err(PolicyError::Plugin(PluginError::IdentityViolation { .. }))
     ));
+}
+
+/// An engine over `plugins` with the guards the server derives from a
+/// default config (Bay's pods are the trusted peers).
+fn guarded(plugins: &[PluginConfig], pod_security: PodSecurity) -> PolicyEngine {
+    let config = berth::config::Config {
+        pod_security,
+        ..test_config("berth-plain")
+    };
+    engine(plugins).expect("load").with_guards(config.guards())
+}
+
+#[test]
+fn plugins_cannot_undo_the_platforms_guarantees() {
+    for (mode, rule) in [
+        ("service-account", "service-account"),
+        ("node-name", "node-name"),
+        ("finalizer", "finalizers"),
+        ("mount-theirs", "volume-sources"),
+        ("secret-volume", "volume-sources"),
+        ("trusted-label", "trusted-peer-labels"),
+    ] {
+        let engine = guarded(&[hostile(mode)], PodSecurity::Baseline);
+        match shape(&engine, &profile()) {
+            Err(PolicyError::Plugin(PluginError::Guarded {
+                plugin,
+                rule: r,
+                path,
+            })) => {
+                assert_eq!(plugin, format!("hostile-{mode}"));
+                assert_eq!(r, rule, "{mode}: {path}");
+            }
+            other => panic!(
+                "{mode}: expected a guard, got {:?}",
+                other.map(|s| s.object)
+            ),
+        }
+    }
+    // Mounting the cargo twice, or in a container of the plugin's own, is
+    // an identity change.
+    match shape(
+        &guarded(&[hostile("second-mount")], PodSecurity::Baseline),
+        &profile(),
+    ) {
+        Err(PolicyError::Plugin(PluginError::IdentityViolation { field, .. })) => {
+            assert!(field.contains("volumeMounts[workspace]"), "{field}")
+        }
+        other => panic!(
+            "expected an identity violation, got {:?}",
+            other.map(|s| s.object)
+        ),
+    }
+    // An operator can lift one rule for one plugin, by name.
+    let mut placed = hostile("node-name");
+    placed.allow = vec![Rule::NodeName];
+    let shaped = shape(&guarded(&[placed], PodSecurity::Baseline), &profile()).expect("allowed");
+    assert_eq!(
+        shaped.object.spec.unwrap().node_name.as_deref(),
+        Some("kwok-node-0")
+    );
+}
+
+#[test]
+fn a_mutation_scope_holds_a_plugin_to_its_fields() {
+    let mut scoped = hostile("node-selector");
+    scoped.mutation_scope = Some(vec!["/spec/affinity".into(), "/spec/tolerations".into()]);
+    match shape(
+        &guarded(&[scoped.clone()], PodSecurity::Baseline),
+        &profile(),
+    ) {
+        Err(PolicyError::Plugin(PluginError::OutOfScope { plugin, path })) => {
+            assert_eq!(plugin, "hostile-node-selector");
+            assert_eq!(path, "/spec/nodeSelector");
+        }
+        other => panic!("expected out of scope, got {:?}", other.map(|s| s.object)),
+    }
+    scoped.mutation_scope = Some(vec!["/spec/nodeSelector".into()]);
+    shape(
+        &guarded(&[scoped.clone()], PodSecurity::Baseline),
+        &profile(),
+    )
+    .expect("in scope");
+    scoped.mutation_scope = Some(vec!["spec".into()]);
+    match engine(&[scoped]) {
+        Err(PluginError::Config(m)) => assert!(m.contains("JSON pointer"), "{m}"),
+        other => panic!("expected a config error, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn the_pod_security_level_is_checked_and_blamed() {
+    // The plugin that made the Pod privileged is named, whatever ran after.
+    let chain = [hostile("pass"), hostile("privileged"), hostile("log")];
+    match shape(&guarded(&chain, PodSecurity::Baseline), &profile()) {
+        Err(PolicyError::Plugin(PluginError::Posture {
+            plugin,
+            level,
+            message,
+        })) => {
+            assert_eq!(plugin, "hostile-privileged");
+            assert_eq!(level, "baseline");
+            assert!(message.contains("Privileged"), "{message}");
+        }
+        other => panic!(
+            "expected a posture violation, got {:?}",
+            other.map(|s| s.object)
+        ),
+    }
+    // `none` leaves it to the namespace's admission.
+    shape(&guarded(&chain, PodSecurity::None), &profile()).expect("no posture check");
+    // A request that is privileged before any plugin is denied as such.
+    let mut asks: berth::model::Profile = profile();
+    asks.security_context =
+        Some(serde_json::from_value(serde_json::json!({ "privileged": true })).unwrap());
+    match shape(&guarded(&[hostile("pass")], PodSecurity::Baseline), &asks) {
+        Err(PolicyError::Denied { plugin, message }) => {
+            assert_eq!(plugin, "pod-security");
+            assert!(message.contains("before any plugin"), "{message}");
+        }
+        other => panic!("expected a denial, got {:?}", other.map(|s| s.object)),
+    }
+}
+
+#[test]
+fn claims_keep_their_source() {
+    let engine = guarded(&[hostile("data-source")], PodSecurity::Baseline);
+    let config = test_config("berth-plain");
+    let pvc = objects::cargo_pvc(&config, "cargo-c1", &labels(), None);
+    let ctx = objects::cargo_context(&config, "cargo-c1", &labels(), 1024);
+    match engine.shape(&ctx, pvc) {
+        Err(PolicyError::Plugin(PluginError::Guarded { rule, path, .. })) => {
+            assert_eq!(rule, "claim-source");
+            assert_eq!(path, "/spec/dataSource");
+        }
+        other => panic!("expected a guard, got {:?}", other.map(|s| s.object)),
+    }
 }

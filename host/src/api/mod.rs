@@ -5,6 +5,7 @@ mod auth;
 mod handlers;
 pub mod openapi;
 pub mod problem;
+pub mod types;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::Error;
+use crate::error::{Error, KUBERNETES_ADMISSION, KubeFailure};
 
 /// The media type of every error answer (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -108,9 +108,25 @@ impl From<&Error> for Problem {
                 "kubernetes_unavailable",
                 detail,
             ),
-            Error::Kubernetes(_) => {
-                Problem::new(StatusCode::BAD_GATEWAY, "kubernetes_unavailable", detail)
-            }
+            Error::Kube(e) => match KubeFailure::of(e) {
+                KubeFailure::NotFound => Problem::new(StatusCode::NOT_FOUND, "not_found", detail),
+                KubeFailure::Conflict => Problem::new(StatusCode::CONFLICT, "conflict", detail),
+                KubeFailure::Invalid => {
+                    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
+                }
+                KubeFailure::Forbidden => Problem {
+                    plugin: Some(KUBERNETES_ADMISSION.into()),
+                    ..Problem::new(StatusCode::FORBIDDEN, "denied_by_policy", detail)
+                },
+                KubeFailure::Unavailable => Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "kubernetes_unavailable",
+                    detail,
+                ),
+                KubeFailure::Other => {
+                    Problem::new(StatusCode::BAD_GATEWAY, "kubernetes_unavailable", detail)
+                }
+            },
             Error::Internal(_) => {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
             }

@@ -47,19 +47,15 @@ fn time_chain<T: Shapeable + Clone>(
     engine: &PolicyEngine,
     ctx: &SessionContext,
     input: &serde_json::Value,
-    prefix: &str,
     calls: usize,
 ) -> Result<(Vec<Duration>, Duration), String> {
     let object: T = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
-    let chain = engine.chain();
     let mut times = Vec::with_capacity(calls);
     let mut total = Duration::ZERO;
     for i in 0..calls + calls.min(100) {
         let o = object.clone();
         let t = Instant::now();
-        let shaped = chain
-            .shape(engine.runtime(), ctx, o, prefix)
-            .map_err(|e| e.to_string())?;
+        let shaped = engine.shape(ctx, o).map_err(|e| e.to_string())?;
         let d = t.elapsed();
         drop(std::hint::black_box(shaped));
         // The first calls warm caches and the pool's slots.
@@ -167,12 +163,11 @@ pub fn bench_case(
         });
     }
 
-    let engine = PolicyEngine::new(Runtime::new(opts())?, &suite.plugins, &base)?;
+    let engine = PolicyEngine::new(Runtime::new(opts())?, &suite.plugins, &base)?
+        .with_guards(config.guards());
     let (mut times, total) = match c.hook {
-        Hook::Pod => time_chain::<Pod>(&engine, &ctx, &input, &config.label_prefix, calls),
-        Hook::Pvc => {
-            time_chain::<PersistentVolumeClaim>(&engine, &ctx, &input, &config.label_prefix, calls)
-        }
+        Hook::Pod => time_chain::<Pod>(&engine, &ctx, &input, calls),
+        Hook::Pvc => time_chain::<PersistentVolumeClaim>(&engine, &ctx, &input, calls),
     }
     .map_err(|e| err(format!("case {:?}: {e}", c.name)))?;
     times.sort();

@@ -148,9 +148,7 @@ pub fn run_chain(
     hook: Hook,
     ctx: &SessionContext,
     object: &Value,
-    prefix: &str,
 ) -> Result<(Value, Vec<crate::plugin::StepDiff>), PolicyError> {
-    let chain = engine.chain();
     let to_err = |e: serde_json::Error| {
         PolicyError::Plugin(PluginError::Engine(format!("input object: {e}")))
     };
@@ -158,13 +156,13 @@ pub fn run_chain(
         Hook::Pod => {
             let pod: k8s_openapi::api::core::v1::Pod =
                 serde_json::from_value(object.clone()).map_err(to_err)?;
-            let s = chain.shape(engine.runtime(), ctx, pod, prefix)?;
+            let s = engine.shape(ctx, pod)?;
             Ok((serde_json::to_value(&s.object).map_err(to_err)?, s.diffs()))
         }
         Hook::Pvc => {
             let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim =
                 serde_json::from_value(object.clone()).map_err(to_err)?;
-            let s = chain.shape(engine.runtime(), ctx, pvc, prefix)?;
+            let s = engine.shape(ctx, pvc)?;
             Ok((serde_json::to_value(&s.object).map_err(to_err)?, s.diffs()))
         }
     }
@@ -223,7 +221,7 @@ pub fn run_suite(path: &Path, opts: &Options) -> Result<Vec<CaseResult>, Harness
             ..RuntimeOptions::default()
         })?;
         let engine = match PolicyEngine::new(runtime, &plugins, &base) {
-            Ok(e) => e,
+            Ok(e) => e.with_guards(config.guards()),
             Err(e) => {
                 match &expect {
                     Expect::SettingsError(re) if matches!(e, PluginError::Settings { .. }) => {
@@ -258,10 +256,7 @@ pub fn run_suite(path: &Path, opts: &Options) -> Result<Vec<CaseResult>, Harness
                 continue;
             }
         };
-        match (
-            run_chain(&engine, case.hook, &ctx, &input, &config.label_prefix),
-            &expect,
-        ) {
+        match (run_chain(&engine, case.hook, &ctx, &input), &expect) {
             (Err(PolicyError::Denied { plugin, message }), Expect::Deny(re)) => {
                 match regex::Regex::new(re) {
                     Ok(rx) if rx.is_match(&message) => {}
@@ -327,7 +322,7 @@ pub fn run_suite(path: &Path, opts: &Options) -> Result<Vec<CaseResult>, Harness
                     }
                 }
                 if case.assert.idempotent {
-                    match run_chain(&engine, case.hook, &ctx, &out, &config.label_prefix) {
+                    match run_chain(&engine, case.hook, &ctx, &out) {
                         Ok((again, _)) if again != out => {
                             let d = json_patch::diff(&out, &again);
                             r.failures.push(format!(

@@ -63,6 +63,7 @@ struct C<'a> {
 /// Non-root controls and the stricter Seccomp and Capabilities.
 const BASELINE_RULES: &[&str] = &[
     "spec",
+    "HostProcess",
     "Host Namespaces",
     "Privileged Containers",
     "Capabilities",
@@ -147,22 +148,36 @@ pub fn check_restricted(pod: &Pod) -> Vec<Violation> {
             "pod appArmorProfile.type must not be Unconfined".into(),
         );
     }
-    if let Some(se) = psc.and_then(|p| p.se_linux_options.as_ref())
-        && (se.user.is_some()
-            || se.role.is_some()
-            || !matches!(
-                se.type_.as_deref(),
-                None | Some("")
-                    | Some("container_t")
-                    | Some("container_init_t")
-                    | Some("container_kvm_t")
-                    | Some("container_engine_t")
-            ))
+    if psc
+        .and_then(|p| p.se_linux_options.as_ref())
+        .is_some_and(|se| !selinux_allowed(se))
     {
         v(
             "SELinux",
             "pod seLinuxOptions may set only an allowed type".into(),
         );
+    }
+    if psc
+        .and_then(|p| p.windows_options.as_ref())
+        .and_then(|w| w.host_process)
+        == Some(true)
+    {
+        v(
+            "HostProcess",
+            "pod windowsOptions.hostProcess must not be true".into(),
+        );
+    }
+    // The AppArmor annotations older clusters read, one per container.
+    for (key, value) in pod.metadata.annotations.iter().flatten() {
+        if let Some(container) = key.strip_prefix("container.apparmor.security.beta.kubernetes.io/")
+            && value != "runtime/default"
+            && !value.starts_with("localhost/")
+        {
+            v(
+                "AppArmor",
+                format!("container {container:?} has AppArmor annotation {value:?}"),
+            );
+        }
     }
     if psc.and_then(|p| p.run_as_user) == Some(0) {
         v(
@@ -244,6 +259,43 @@ pub fn check_restricted(pod: &Pod) -> Vec<Violation> {
             v("Host Ports", format!("{who} uses a hostPort"));
         }
         if sc
+            .and_then(|s| s.app_armor_profile.as_ref())
+            .is_some_and(|p| p.type_ == "Unconfined")
+        {
+            v(
+                "AppArmor",
+                format!("{who} appArmorProfile.type must not be Unconfined"),
+            );
+        }
+        if sc
+            .and_then(|s| s.se_linux_options.as_ref())
+            .is_some_and(|se| !selinux_allowed(se))
+        {
+            v(
+                "SELinux",
+                format!("{who} seLinuxOptions may set only an allowed type"),
+            );
+        }
+        if sc
+            .and_then(|s| s.windows_options.as_ref())
+            .and_then(|w| w.host_process)
+            == Some(true)
+        {
+            v(
+                "HostProcess",
+                format!("{who} windowsOptions.hostProcess must not be true"),
+            );
+        }
+        if sc
+            .and_then(|s| s.seccomp_profile.as_ref())
+            .is_some_and(|p| p.type_ == "Unconfined")
+        {
+            v(
+                "Seccomp",
+                format!("{who} seccompProfile.type must not be Unconfined"),
+            );
+        }
+        if sc
             .and_then(|s| s.proc_mount.as_deref())
             .is_some_and(|m| m != "Default")
         {
@@ -292,9 +344,72 @@ pub fn check_restricted(pod: &Pod) -> Vec<Violation> {
     out
 }
 
+/// Baseline's SELinux control: no user or role, and only the container
+/// types.
+fn selinux_allowed(se: &k8s_openapi::api::core::v1::SELinuxOptions) -> bool {
+    se.user.is_none()
+        && se.role.is_none()
+        && matches!(
+            se.type_.as_deref(),
+            None | Some("")
+                | Some("container_t")
+                | Some("container_init_t")
+                | Some("container_kvm_t")
+                | Some("container_engine_t")
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_baseline_rule_holds_at_container_level_too() {
+        let cases = [
+            (
+                "AppArmor",
+                serde_json::json!({"appArmorProfile": {"type": "Unconfined"}}),
+            ),
+            (
+                "SELinux",
+                serde_json::json!({"seLinuxOptions": {"type": "spc_t"}}),
+            ),
+            (
+                "SELinux",
+                serde_json::json!({"seLinuxOptions": {"user": "root"}}),
+            ),
+            (
+                "HostProcess",
+                serde_json::json!({"windowsOptions": {"hostProcess": true}}),
+            ),
+            (
+                "Seccomp",
+                serde_json::json!({"seccompProfile": {"type": "Unconfined"}}),
+            ),
+            (
+                "/proc Mount Type",
+                serde_json::json!({"procMount": "Unmasked"}),
+            ),
+        ];
+        for (rule, sc) in cases {
+            for list in ["containers", "initContainers", "ephemeralContainers"] {
+                let mut spec = serde_json::json!({"containers": [{"name": "ship"}]});
+                spec[list] = serde_json::json!([{"name": "x", "securityContext": sc}]);
+                if list != "containers" {
+                    spec["containers"] = serde_json::json!([{"name": "ship"}]);
+                }
+                let rules: Vec<_> = check_baseline(&pod(serde_json::json!({"spec": spec})))
+                    .into_iter()
+                    .map(|v| v.rule)
+                    .collect();
+                assert!(rules.contains(&rule), "{rule} in {list}: {rules:?}");
+            }
+        }
+        let annotated = pod(serde_json::json!({
+            "metadata": {"annotations": {"container.apparmor.security.beta.kubernetes.io/ship": "unconfined"}},
+            "spec": {"containers": [{"name": "ship"}]}}));
+        assert_eq!(check_baseline(&annotated)[0].rule, "AppArmor");
+    }
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).unwrap()

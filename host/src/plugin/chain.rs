@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::guard::{self, Breach, Guards, PodSecurity, Scope};
 use super::identity::{Guard, IdentityKind};
 use super::runtime::{
     ChainDeadline, Hook, LoadedComponent, Rejection, Runtime, SessionContext, plugin_text,
@@ -21,6 +22,7 @@ struct Entry {
     component: LoadedComponent,
     profiles: Vec<String>,
     namespaces: Vec<String>,
+    scope: Scope,
 }
 
 impl Entry {
@@ -58,12 +60,21 @@ pub trait Shapeable: Serialize + DeserializeOwned {
     const HOOK: Hook;
     const KIND: &'static str;
     const IDENTITY: IdentityKind;
+
+    /// How the object falls short of `level`, if it does (Pods only).
+    fn posture(&self, _level: PodSecurity) -> Option<String> {
+        None
+    }
 }
 
 impl Shapeable for Pod {
     const HOOK: Hook = Hook::Pod;
     const KIND: &'static str = "Pod";
     const IDENTITY: IdentityKind = IdentityKind::Pod;
+
+    fn posture(&self, level: PodSecurity) -> Option<String> {
+        level.violation(self)
+    }
 }
 
 impl Shapeable for PersistentVolumeClaim {
@@ -116,10 +127,10 @@ pub type StepResult = Result<Result<String, Rejection>, PluginError>;
 /// blamed on the plugin that produced it: whenever the chain fails, every
 /// earlier output is parsed as `T` and the first invalid one is the error,
 /// since everything after it was working on a broken object.
-pub fn run_steps<T, F>(
+pub fn run_steps<'s, T, F>(
     object: T,
-    label_prefix: &str,
-    steps: impl IntoIterator<Item = (String, F)>,
+    guards: &Guards,
+    steps: impl IntoIterator<Item = (String, &'s Scope, F)>,
 ) -> Result<Shaped<T>, PolicyError>
 where
     T: Shapeable,
@@ -130,11 +141,14 @@ where
     // no re-serialisation between plugins.
     let input = serde_json::to_string(&object)
         .map_err(|e| PluginError::Engine(format!("cannot serialise {}: {e}", T::KIND)))?;
-    let guard = Guard::new(&input, T::IDENTITY, label_prefix)
+    let guard = Guard::new(&input, T::IDENTITY, &guards.label_prefix)
         .map_err(|e| PluginError::Engine(format!("cannot read identity of {}: {e}", T::KIND)))?;
+    // The last accepted output as JSON, for the guarded fields and scopes.
+    let mut before: Value = serde_json::from_str(&input)
+        .map_err(|e| PluginError::Engine(format!("cannot read {}: {e}", T::KIND)))?;
     let mut texts = vec![input];
     let mut done: Vec<Step> = Vec::new();
-    for (plugin, run) in steps {
+    for (plugin, scope, run) in steps {
         let span = tracing::debug_span!("plugin", plugin = %plugin, kind = T::KIND);
         let _g = span.enter();
         let started = Instant::now();
@@ -172,6 +186,36 @@ where
                 return Err(fail(err.into()));
             }
         }
+        let after: Value = match serde_json::from_str(&out) {
+            Ok(v) => v,
+            Err(e) => {
+                let err = parse_output::<T>(&plugin, &out).err().unwrap_or_else(|| {
+                    PluginError::InvalidOutput {
+                        plugin: plugin.clone(),
+                        kind: T::KIND,
+                        message: e.to_string(),
+                    }
+                });
+                return Err(fail(err.into()));
+            }
+        };
+        match guard::check_step(T::KIND, &before, &after, scope, guards) {
+            None => {}
+            Some(Breach::Rule { rule, path }) => {
+                return Err(fail(
+                    PluginError::Guarded {
+                        plugin,
+                        rule: rule.name(),
+                        path,
+                    }
+                    .into(),
+                ));
+            }
+            Some(Breach::OutOfScope { path }) => {
+                return Err(fail(PluginError::OutOfScope { plugin, path }.into()));
+            }
+        }
+        before = after;
         tracing::debug!(us = duration.as_micros() as u64, "plugin applied");
         done.push(Step { plugin, duration });
         texts.push(out);
@@ -190,12 +234,54 @@ where
             }
         }
     };
+    if object.posture(guards.pod_security).is_some() {
+        return Err(posture_breach::<T>(guards.pod_security, &done, &texts));
+    }
     Ok(Shaped {
         object,
         steps: done,
         snapshots: texts,
     })
 }
+
+/// Blames a Pod Security violation on the first step whose output has it,
+/// or on the request when the Pod had it before any plugin ran.
+fn posture_breach<T: Shapeable>(
+    level: PodSecurity,
+    done: &[Step],
+    texts: &[String],
+) -> PolicyError {
+    let violation = |text: &String| {
+        serde_json::from_str::<T>(text)
+            .ok()
+            .and_then(|o| o.posture(level))
+    };
+    for (i, text) in texts.iter().enumerate() {
+        let Some(message) = violation(text) else {
+            continue;
+        };
+        return match i.checked_sub(1).and_then(|s| done.get(s)) {
+            None => PolicyError::Denied {
+                plugin: POD_SECURITY.into(),
+                message: format!(
+                    "the session's {} violates Pod Security {} as requested, before any plugin: {message}",
+                    T::KIND,
+                    level.name()
+                ),
+            },
+            Some(step) => PluginError::Posture {
+                plugin: step.plugin.clone(),
+                level: level.name(),
+                message,
+            }
+            .into(),
+        };
+    }
+    PluginError::Engine(format!("{} failed its Pod Security check", T::KIND)).into()
+}
+
+/// The name a request that breaks the Pod Security level is denied under.
+pub const POD_SECURITY: &str = "pod-security";
 
 /// The first step whose output is not a valid `T`, as that step's error.
 fn first_invalid<T: Shapeable>(done: &[Step], texts: &[String]) -> Option<PolicyError> {
@@ -280,6 +366,7 @@ impl Chain {
                 component,
                 profiles: c.profiles.clone(),
                 namespaces: c.namespaces.clone(),
+                scope: c.scope(),
             });
         }
         Ok(Chain {
@@ -318,7 +405,7 @@ impl Chain {
         runtime: &Runtime,
         ctx: &SessionContext,
         object: T,
-        label_prefix: &str,
+        guards: &Guards,
     ) -> Result<Shaped<T>, PolicyError> {
         let chain = ChainDeadline::starting_now(runtime.chain_budget());
         let steps = self
@@ -331,15 +418,16 @@ impl Chain {
                         .shape_within(&e.component, T::HOOK, ctx, text, Some(chain))
                         .map(|(result, _)| result)
                 };
-                (e.component.name.to_string(), run)
+                (e.component.name.to_string(), &e.scope, run)
             });
-        run_steps(object, label_prefix, steps)
+        run_steps(object, guards, steps)
     }
 }
 
 /// The live chain plus what it takes to build the next one.
 pub struct PolicyEngine {
     runtime: Runtime,
+    guards: Guards,
     current: RwLock<Arc<Chain>>,
     next_generation: AtomicU64,
     last_error: RwLock<Option<String>>,
@@ -355,6 +443,7 @@ impl PolicyEngine {
         let chain = Chain::load(&runtime, configs, base_dir, 1)?;
         Ok(PolicyEngine {
             runtime,
+            guards: Guards::default(),
             current: RwLock::new(Arc::new(chain)),
             next_generation: AtomicU64::new(2),
             last_error: RwLock::new(None),
@@ -362,8 +451,30 @@ impl PolicyEngine {
         })
     }
 
+    /// The same engine holding every chain to `guards` (label prefix,
+    /// trusted peer labels, Pod Security level); the default is `bay`, none,
+    /// baseline.
+    pub fn with_guards(mut self, guards: Guards) -> Self {
+        self.guards = guards;
+        self
+    }
+
+    pub fn guards(&self) -> &Guards {
+        &self.guards
+    }
+
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Runs the current chain on `object` for the session `ctx`: the one
+    /// entry point every caller uses.
+    pub fn shape<T: Shapeable>(
+        &self,
+        ctx: &SessionContext,
+        object: T,
+    ) -> Result<Shaped<T>, PolicyError> {
+        self.chain().shape(&self.runtime, ctx, object, &self.guards)
     }
 
     pub fn chain(&self) -> Arc<Chain> {

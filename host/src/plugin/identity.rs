@@ -22,7 +22,7 @@ enum Field {
     Text(Option<String>),
     Keys(Vec<String>),
     Volume(Option<Box<Volume>>),
-    Mount(Box<VolumeMount>),
+    Mounts(Vec<VolumeMount>),
 }
 
 /// A snapshot of the identity fields of one object, compared field by field
@@ -77,21 +77,29 @@ fn text(t: Option<Text>) -> Option<String> {
     t.map(|t| t.0.into_owned())
 }
 
-/// The element of the JSON list `list` named like the workspace, parsed as `T`.
-fn find_named<T: serde::de::DeserializeOwned>(
+/// Every element of the JSON list `list` named like the workspace, as `T`.
+fn all_named<T: serde::de::DeserializeOwned>(
     list: Option<&RawValue>,
-) -> Result<Option<T>, serde_json::Error> {
+) -> Result<Vec<T>, serde_json::Error> {
     let list: Option<Vec<&RawValue>> = match list {
         Some(l) => serde_json::from_str(l.get())?,
         None => None,
     };
+    let mut out = Vec::new();
     for raw in list.into_iter().flatten() {
         let named: Named = serde_json::from_str(raw.get())?;
         if named.name.as_ref().is_some_and(|n| n.0 == WORKSPACE_VOLUME) {
-            return serde_json::from_str(raw.get()).map(Some);
+            out.push(serde_json::from_str(raw.get())?);
         }
     }
-    Ok(None)
+    Ok(out)
+}
+
+/// The first element of the JSON list `list` named like the workspace.
+fn find_named<T: serde::de::DeserializeOwned>(
+    list: Option<&RawValue>,
+) -> Result<Option<T>, serde_json::Error> {
+    Ok(all_named(list)?.into_iter().next())
 }
 
 /// The identity-bearing parts of an object as they appear in its text,
@@ -305,7 +313,10 @@ impl Identity {
         ));
         for (list, containers) in parts.lists() {
             for c in containers {
-                if let Some(m) = find_named::<VolumeMount>(c.volume_mounts)? {
+                // Every mount of the workspace, not just the first: a second
+                // mount elsewhere in the container is a change too.
+                let mounts = all_named::<VolumeMount>(c.volume_mounts)?;
+                if !mounts.is_empty() {
                     let name: Option<Text> = match c.name {
                         Some(n) => serde_json::from_str(n.get())?,
                         None => None,
@@ -313,7 +324,7 @@ impl Identity {
                     let name = name.as_ref().map(|n| &*n.0).unwrap_or("?");
                     fields.push((
                         format!("spec.{list}[{name}].volumeMounts[{WORKSPACE_VOLUME}]"),
-                        Field::Mount(Box::new(m)),
+                        Field::Mounts(mounts),
                     ));
                 }
             }
@@ -330,7 +341,12 @@ impl Identity {
                 return Some(key.clone());
             }
         }
-        None
+        // And nothing new: a container that now mounts the workspace.
+        after
+            .0
+            .iter()
+            .find(|(k, _)| !self.0.iter().any(|(b, _)| b == k))
+            .map(|(k, _)| k.clone())
     }
 }
 
@@ -347,6 +363,28 @@ mod tests {
 
     fn id(v: &Value) -> Identity {
         Identity::read(&v.to_string(), IdentityKind::Pod, "bay").unwrap()
+    }
+
+    #[test]
+    fn new_mounts_of_the_workspace_are_caught() {
+        let before = pod();
+        let mut second = before.clone();
+        second["spec"]["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "workspace", "mountPath": "/elsewhere"}));
+        assert_eq!(
+            id(&before).violation(&id(&second)).as_deref(),
+            Some("spec.containers[ship].volumeMounts[workspace]")
+        );
+        let mut sidecar = before.clone();
+        sidecar["spec"]["containers"].as_array_mut().unwrap().push(
+            json!({"name": "spy", "volumeMounts": [{"name": "workspace", "mountPath": "/w"}]}),
+        );
+        assert_eq!(
+            id(&before).violation(&id(&sidecar)).as_deref(),
+            Some("spec.containers[spy].volumeMounts[workspace]")
+        );
     }
 
     #[test]

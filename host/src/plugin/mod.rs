@@ -2,6 +2,7 @@
 //! makes after every plugin, and hot reload of the whole chain.
 
 pub mod chain;
+pub mod guard;
 pub mod identity;
 pub mod runtime;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{Chain, PolicyEngine, Shapeable, Shaped, Step, StepDiff, StepResult, run_steps};
+pub use guard::{Guards, PodSecurity, Rule, Scope};
 pub use runtime::{Hook, Limits, Runtime, RuntimeOptions};
 
 /// One plugin in the operator's configuration.
@@ -46,6 +48,16 @@ pub struct PluginConfig {
     /// Largest object the plugin may return, in KiB.
     #[serde(default = "default_max_output_kb")]
     pub max_output_kb: u64,
+    /// Guarded fields this plugin may change anyway, by rule name
+    /// (`service-account`, `node-name`, `finalizers`, `owner-references`,
+    /// `volume-sources`, `claim-source`, `trusted-peer-labels`). Empty: none.
+    #[serde(default)]
+    pub allow: Vec<Rule>,
+    /// JSON pointer prefixes (e.g. `/spec/affinity`; a `*` segment matches
+    /// any one, as in `/spec/containers/*/resources`) every change of this
+    /// plugin must fall under. Absent: anywhere the guarded fields allow.
+    #[serde(default)]
+    pub mutation_scope: Option<Vec<String>>,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -94,7 +106,18 @@ impl PluginConfig {
         {
             return Err(format!("{key}.sha256 must be 64 hex digits"));
         }
+        if let Some(scope) = &self.mutation_scope {
+            Scope::validate(scope).map_err(|e| format!("{key}.{e}"))?;
+        }
         Ok(())
+    }
+
+    /// What this entry may change.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            allow: self.allow.clone(),
+            mutation_scope: self.mutation_scope.clone(),
+        }
     }
 }
 
@@ -148,6 +171,24 @@ pub enum PluginError {
     },
     #[error("plugin {plugin:?} changed {field}, which only Berth may set")]
     IdentityViolation { plugin: String, field: String },
+    /// A guarded field changed without the entry's `allow` lifting the rule.
+    #[error(
+        "plugin {plugin:?} changed {path}, guarded by rule {rule:?} (lift it for this plugin with allow: [{rule}])"
+    )]
+    Guarded {
+        plugin: String,
+        rule: &'static str,
+        path: String,
+    },
+    #[error("plugin {plugin:?} changed {path}, outside its mutation_scope")]
+    OutOfScope { plugin: String, path: String },
+    /// The chain's output broke the configured Pod Security level here.
+    #[error("plugin {plugin:?} made the Pod violate Pod Security {level}: {message}")]
+    Posture {
+        plugin: String,
+        level: &'static str,
+        message: String,
+    },
     #[error("plugin {plugin:?} reported an error: {message}")]
     Reported { plugin: String, message: String },
     #[error("plugin configuration: {0}")]
@@ -169,6 +210,9 @@ impl PluginError {
             | PluginError::OutputTooLarge { plugin, .. }
             | PluginError::InvalidOutput { plugin, .. }
             | PluginError::IdentityViolation { plugin, .. }
+            | PluginError::Guarded { plugin, .. }
+            | PluginError::OutOfScope { plugin, .. }
+            | PluginError::Posture { plugin, .. }
             | PluginError::Reported { plugin, .. } => Some(plugin),
             PluginError::Config(_) | PluginError::Engine(_) => None,
         }
@@ -186,6 +230,9 @@ impl PluginError {
             PluginError::OutputTooLarge { .. } => "output_too_large",
             PluginError::InvalidOutput { .. } => "invalid_output",
             PluginError::IdentityViolation { .. } => "identity",
+            PluginError::Guarded { .. } => "guarded_field",
+            PluginError::OutOfScope { .. } => "out_of_scope",
+            PluginError::Posture { .. } => "posture",
             PluginError::Reported { .. } => "reported",
             PluginError::Config(_) => "config",
             PluginError::Engine(_) => "engine",

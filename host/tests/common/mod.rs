@@ -47,7 +47,7 @@ pub fn hostile(mode: &str) -> PluginConfig {
 
 /// The three shipped plugins with settings a platform team would write.
 pub fn shipped_chain() -> Vec<PluginConfig> {
-    vec![
+    let mut chain = vec![
         plugin(
             "restricted",
             "berth_plugin_restricted",
@@ -74,8 +74,39 @@ pub fn shipped_chain() -> Vec<PluginConfig> {
                 "pvc": { "min_size": "1Gi", "max_size": "20Gi" }
             }),
         ),
-    ]
+    ];
+    // Each held to the fields it is for, as deploy/ configures them.
+    for (p, scope) in chain.iter_mut().zip([
+        RESTRICTED_SCOPE.as_slice(),
+        SCHEDULING_SCOPE.as_slice(),
+        RESOURCES_SCOPE.as_slice(),
+    ]) {
+        p.mutation_scope = Some(scope.iter().map(|s| s.to_string()).collect());
+    }
+    chain
 }
+
+/// The `mutation_scope` of each shipped plugin, as in `deploy/`.
+pub const RESTRICTED_SCOPE: [&str; 5] = [
+    "/spec/securityContext",
+    "/spec/containers/*/securityContext",
+    "/spec/initContainers/*/securityContext",
+    "/spec/ephemeralContainers/*/securityContext",
+    "/spec/runtimeClassName",
+];
+pub const SCHEDULING_SCOPE: [&str; 6] = [
+    "/spec/nodeSelector",
+    "/spec/tolerations",
+    "/spec/affinity",
+    "/spec/topologySpreadConstraints",
+    "/spec/priorityClassName",
+    "/spec/runtimeClassName",
+];
+pub const RESOURCES_SCOPE: [&str; 3] = [
+    "/spec/containers/*/resources",
+    "/spec/initContainers/*/resources",
+    "/spec/resources",
+];
 
 pub fn test_config(namespace: &str) -> Config {
     Config {

@@ -17,7 +17,8 @@
 //! `profiles` overrides the level and runtime class per Bay profile id.
 
 use berth_plugin_sdk::k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
+    AppArmorProfile, Capabilities, PodSecurityContext, SELinuxOptions, SeccompProfile,
+    SecurityContext, WindowsSecurityContextOptions,
 };
 use berth_plugin_sdk::{Container, Context, Hooks, Pod, Policy, Rejection, deny, export_policy};
 use serde::Deserialize;
@@ -63,6 +64,11 @@ pub struct Settings {
     pub run_as_group: i64,
     /// Group that owns the workspace volume; `null` leaves it unset.
     pub fs_group: Option<i64>,
+    /// `fsGroupChangePolicy` set with `fs_group`: `OnRootMismatch` (the
+    /// default) re-owns the cargo only when its root is not the group's
+    /// already; `Always` re-owns every file on every start, which makes
+    /// large workspaces miss the start timeout. `null` leaves it unset.
+    pub fs_group_change_policy: Option<String>,
     pub read_only_root_filesystem: bool,
     /// When true, a Pod that explicitly asks for something restricted forbids
     /// is denied; when false the ask is overwritten with the compliant value.
@@ -78,6 +84,7 @@ impl Default for Settings {
             run_as_user: 1000,
             run_as_group: 1000,
             fs_group: Some(1000),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
             read_only_root_filesystem: false,
             deny_violations: true,
         }
@@ -129,10 +136,89 @@ fn volume_allowed(v: &berth_plugin_sdk::k8s_openapi::api::core::v1::Volume) -> b
         && v.storageos.is_none()
 }
 
+/// The sysctls every level allows (Pod Security Standards' safe set).
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// Baseline's SELinux control: no user or role, only the container types.
+fn selinux_allowed(se: &SELinuxOptions) -> bool {
+    se.user.is_none()
+        && se.role.is_none()
+        && matches!(
+            se.type_.as_deref(),
+            None | Some("")
+                | Some("container_t")
+                | Some("container_init_t")
+                | Some("container_kvm_t")
+                | Some("container_engine_t")
+        )
+}
+
+/// The controls every level shares, on a Pod's or a container's security
+/// context fields: AppArmor, SELinux, Windows host processes.
+fn check_common(
+    who: &str,
+    name: &str,
+    app_armor: Option<&AppArmorProfile>,
+    se_linux: Option<&SELinuxOptions>,
+    windows: Option<&WindowsSecurityContextOptions>,
+) -> Result<(), Rejection> {
+    if app_armor.is_some_and(|p| p.type_ == "Unconfined") {
+        return Err(deny(format!(
+            "{who} asks for an Unconfined AppArmor profile, which the {name} policy forbids"
+        )));
+    }
+    if se_linux.is_some_and(|se| !selinux_allowed(se)) {
+        return Err(deny(format!(
+            "{who} asks for SELinux options (a user, a role or type outside container_t and its kin) the {name} policy forbids"
+        )));
+    }
+    if windows.and_then(|w| w.host_process) == Some(true) {
+        return Err(deny(format!(
+            "{who} asks to run as a Windows host process, which the {name} policy forbids"
+        )));
+    }
+    Ok(())
+}
+
 fn check_container(c: &Container, s: &Settings, level: Level, kind: &str) -> Result<(), Rejection> {
-    let who = format!("{kind} {:?}", c.name);
+    let ports: Vec<i32> = c
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.host_port)
+        .collect();
+    check_context(&c.name, c.security_context.as_ref(), &ports, s, level, kind)
+}
+
+fn check_context(
+    container: &str,
+    context: Option<&SecurityContext>,
+    host_ports: &[i32],
+    s: &Settings,
+    level: Level,
+    kind: &str,
+) -> Result<(), Rejection> {
+    let who = format!("{kind} {container:?}");
     let name = level.name();
-    if let Some(sc) = &c.security_context {
+    if let Some(sc) = context {
+        check_common(
+            &who,
+            name,
+            sc.app_armor_profile.as_ref(),
+            sc.se_linux_options.as_ref(),
+            sc.windows_options.as_ref(),
+        )?;
         if sc.privileged == Some(true) {
             return Err(deny(format!(
                 "{who} asks to run privileged, which the {name} policy forbids"
@@ -184,11 +270,7 @@ fn check_container(c: &Container, s: &Settings, level: Level, kind: &str) -> Res
             }
         }
     }
-    if c.ports
-        .iter()
-        .flatten()
-        .any(|p| p.host_port.unwrap_or(0) != 0)
-    {
+    if host_ports.iter().any(|p| *p != 0) {
         return Err(deny(format!(
             "{who} asks for a host port, which the {name} policy forbids"
         )));
@@ -256,6 +338,14 @@ impl Policy for Restricted {
         {
             return Err(format!("fs_group must be >= 0, got {g}"));
         }
+        if let Some(p) = &s.fs_group_change_policy
+            && p != "OnRootMismatch"
+            && p != "Always"
+        {
+            return Err(format!(
+                "fs_group_change_policy must be OnRootMismatch or Always, got {p:?}"
+            ));
+        }
         Ok(())
     }
 
@@ -294,7 +384,52 @@ impl Policy for Restricted {
         for c in spec.init_containers.iter().flatten() {
             check_container(c, s, level, "init container")?;
         }
+        for c in spec.ephemeral_containers.iter().flatten() {
+            let ports: Vec<i32> = c
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.host_port)
+                .collect();
+            check_context(
+                &c.name,
+                c.security_context.as_ref(),
+                &ports,
+                s,
+                level,
+                "ephemeral container",
+            )?;
+        }
+        for (key, value) in pod.metadata.annotations.iter().flatten() {
+            if let Some(container) =
+                key.strip_prefix("container.apparmor.security.beta.kubernetes.io/")
+                && value != "runtime/default"
+                && !value.starts_with("localhost/")
+            {
+                return Err(deny(format!(
+                    "container {container:?} asks for AppArmor profile {value:?} (annotation), which the {name} policy forbids"
+                )));
+            }
+        }
         if let Some(psc) = &spec.security_context {
+            check_common(
+                "the Pod",
+                name,
+                psc.app_armor_profile.as_ref(),
+                psc.se_linux_options.as_ref(),
+                psc.windows_options.as_ref(),
+            )?;
+            if let Some(bad) = psc
+                .sysctls
+                .iter()
+                .flatten()
+                .find(|x| !SAFE_SYSCTLS.contains(&x.name.as_str()))
+            {
+                return Err(deny(format!(
+                    "the Pod asks for sysctl {}, outside the safe set the {name} policy allows",
+                    bad.name
+                )));
+            }
             if level == Level::Restricted && psc.run_as_user == Some(0) {
                 return Err(deny(
                     "the Pod asks to run as root (runAsUser 0), which the restricted policy forbids",
@@ -336,6 +471,9 @@ impl Policy for Restricted {
         psc.run_as_group = Some(s.run_as_group);
         if let Some(g) = s.fs_group {
             psc.fs_group = Some(g);
+            if let Some(p) = &s.fs_group_change_policy {
+                psc.fs_group_change_policy = Some(p.clone());
+            }
         }
         for c in spec
             .containers

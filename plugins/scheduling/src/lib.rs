@@ -138,9 +138,19 @@ impl Policy for Scheduling {
             spec.affinity = rule.affinity;
         }
         if !rule.topology_spread_constraints.is_empty() {
-            spec.topology_spread_constraints
-                .get_or_insert_default()
-                .extend(rule.topology_spread_constraints);
+            // The API server refuses two constraints on the same topology key
+            // and whenUnsatisfiable: this rule's replaces one already there,
+            // so running the plugin again (or twice in a chain) changes
+            // nothing.
+            let existing = spec.topology_spread_constraints.get_or_insert_default();
+            for c in rule.topology_spread_constraints {
+                match existing.iter_mut().find(|e| {
+                    e.topology_key == c.topology_key && e.when_unsatisfiable == c.when_unsatisfiable
+                }) {
+                    Some(e) => *e = c,
+                    None => existing.push(c),
+                }
+            }
         }
         if rule.priority_class_name.is_some() {
             spec.priority_class_name = rule.priority_class_name;

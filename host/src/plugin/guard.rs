@@ -1,0 +1,480 @@
+//! What the host guards beyond identity, so no plugin can undo the
+//! platform's guarantees:
+//!
+//! - **Guarded fields** (`Rule`): no plugin may change them unless its entry
+//!   lifts that rule by name (`allow`). A sandbox's service account and
+//!   token, its node, its finalizers and owners, the kinds of volume it
+//!   gets (another user's cargo, a Secret, a projected token, a host path),
+//!   a claim's data source, and the labels the session isolation policy
+//!   trusts as a peer.
+//! - **Mutation scope** (`mutation_scope`): when an entry lists JSON pointer
+//!   prefixes, every change it makes (read from its JSON Patch) must fall
+//!   under one of them: a scheduling plugin changes scheduling fields only.
+//! - **Posture** (`pod_security`): the Pod that leaves the chain must meet a
+//!   Pod Security Standards level; a violation is blamed on the plugin whose
+//!   output first broke it (or on the request, when the Pod broke it before
+//!   any plugin ran).
+//!
+//! All three read the plugin's output as JSON next to its input; the typed
+//! parse stays at the end of the chain.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::harness::pss;
+
+/// A guarded field, named as operators lift it in `allow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// `spec.serviceAccountName`, `spec.serviceAccount`, and
+    /// `spec.automountServiceAccountToken` (which may only become `false`).
+    ServiceAccount,
+    /// `spec.nodeName`: placing a Pod by hand skips the scheduler and its
+    /// taints.
+    NodeName,
+    /// `metadata.finalizers`: a finalizer no controller removes keeps the
+    /// Pod (and the cargo it holds) forever.
+    Finalizers,
+    /// `metadata.ownerReferences`: an owner's deletion would take the
+    /// session with it.
+    OwnerReferences,
+    /// Added or changed Pod volumes other than `emptyDir`, `configMap`,
+    /// `downwardAPI` and `image`: another user's claim, an ephemeral claim
+    /// cloned from one, a Secret (Berth's own tokens live in this
+    /// namespace), a projected service account token, a host path.
+    VolumeSources,
+    /// A claim's `dataSource`, `dataSourceRef`, `volumeName` and `selector`:
+    /// a cargo cloned from, or bound to, someone else's data.
+    ClaimSource,
+    /// The label pairs the session isolation NetworkPolicy lets in as
+    /// peers: on a session Pod they would open every other sandbox to it.
+    TrustedPeerLabels,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 7] = [
+        Rule::ServiceAccount,
+        Rule::NodeName,
+        Rule::Finalizers,
+        Rule::OwnerReferences,
+        Rule::VolumeSources,
+        Rule::ClaimSource,
+        Rule::TrustedPeerLabels,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::ServiceAccount => "service-account",
+            Rule::NodeName => "node-name",
+            Rule::Finalizers => "finalizers",
+            Rule::OwnerReferences => "owner-references",
+            Rule::VolumeSources => "volume-sources",
+            Rule::ClaimSource => "claim-source",
+            Rule::TrustedPeerLabels => "trusted-peer-labels",
+        }
+    }
+}
+
+/// The Pod Security Standards level the chain's output must meet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurity {
+    /// No check (the namespace's own admission still applies).
+    None,
+    /// What Bay's Ship image (root, `sudo`) runs with.
+    #[default]
+    Baseline,
+    Restricted,
+}
+
+impl PodSecurity {
+    /// The first violation of this level, as `"rule: detail"`.
+    pub fn violation(self, pod: &Pod) -> Option<String> {
+        let found = match self {
+            PodSecurity::None => return None,
+            PodSecurity::Baseline => pss::check_baseline(pod),
+            PodSecurity::Restricted => pss::check_restricted(pod),
+        };
+        found
+            .into_iter()
+            .next()
+            .map(|v| format!("{}: {}", v.rule, v.detail))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PodSecurity::None => "none",
+            PodSecurity::Baseline => "baseline",
+            PodSecurity::Restricted => "restricted",
+        }
+    }
+}
+
+/// What the host holds every chain to, from Berth's config.
+#[derive(Clone, Debug)]
+pub struct Guards {
+    /// Prefix of Berth's managed labels (identity).
+    pub label_prefix: String,
+    /// Label pairs the isolation NetworkPolicy admits as peers.
+    pub trusted_peer_labels: BTreeMap<String, String>,
+    pub pod_security: PodSecurity,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            label_prefix: "bay".into(),
+            trusted_peer_labels: BTreeMap::new(),
+            pod_security: PodSecurity::Baseline,
+        }
+    }
+}
+
+/// What one chain entry may change.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Rules lifted for this entry.
+    pub allow: Vec<Rule>,
+    /// JSON pointer prefixes every change must fall under (a `*` segment
+    /// matches any one segment); `None`: anywhere the rules allow.
+    pub mutation_scope: Option<Vec<String>>,
+}
+
+impl Scope {
+    /// Checks `mutation_scope` syntax (RFC 6901 pointers, not the root).
+    pub fn validate(scope: &[String]) -> Result<(), String> {
+        for p in scope {
+            if !p.starts_with('/') || p.len() < 2 {
+                return Err(format!(
+                    "mutation_scope entry {p:?} must be a JSON pointer below the root, like /spec/affinity"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A change the host does not allow, by whom is up to the caller.
+#[derive(Debug, PartialEq)]
+pub enum Breach {
+    Rule { rule: Rule, path: String },
+    OutOfScope { path: String },
+}
+
+/// Checks one plugin's change from `before` to `after` (both JSON values of
+/// the same kind).
+pub fn check_step(
+    kind: &str,
+    before: &Value,
+    after: &Value,
+    scope: &Scope,
+    guards: &Guards,
+) -> Option<Breach> {
+    let guarded = |rule: Rule| !scope.allow.contains(&rule);
+    let at = |v: &Value, p: &str| v.pointer(p).cloned();
+    let changed = |p: &str| at(before, p) != at(after, p);
+    let rule = |rule: Rule, path: &str| {
+        Some(Breach::Rule {
+            rule,
+            path: path.to_string(),
+        })
+    };
+    if guarded(Rule::Finalizers) && changed("/metadata/finalizers") {
+        return rule(Rule::Finalizers, "/metadata/finalizers");
+    }
+    if guarded(Rule::OwnerReferences) && changed("/metadata/ownerReferences") {
+        return rule(Rule::OwnerReferences, "/metadata/ownerReferences");
+    }
+    if kind == "Pod" {
+        if guarded(Rule::ServiceAccount) {
+            for p in ["/spec/serviceAccountName", "/spec/serviceAccount"] {
+                if changed(p) {
+                    return rule(Rule::ServiceAccount, p);
+                }
+            }
+            let p = "/spec/automountServiceAccountToken";
+            if changed(p) && at(after, p) != Some(Value::Bool(false)) {
+                return rule(Rule::ServiceAccount, p);
+            }
+        }
+        if guarded(Rule::NodeName) && changed("/spec/nodeName") {
+            return rule(Rule::NodeName, "/spec/nodeName");
+        }
+        if guarded(Rule::VolumeSources)
+            && let Some(path) = new_volume_source(before, after)
+        {
+            return rule(Rule::VolumeSources, &path);
+        }
+        if guarded(Rule::TrustedPeerLabels) {
+            let labels = |v: &Value| at(v, "/metadata/labels").unwrap_or(Value::Null);
+            let (was, now) = (labels(before), labels(after));
+            for (k, v) in &guards.trusted_peer_labels {
+                let has = |l: &Value| l.get(k).and_then(Value::as_str) == Some(v.as_str());
+                if has(&now) && !has(&was) {
+                    return rule(
+                        Rule::TrustedPeerLabels,
+                        &format!("/metadata/labels/{}", escape(k)),
+                    );
+                }
+            }
+        }
+    } else if guarded(Rule::ClaimSource) {
+        for p in [
+            "/spec/dataSource",
+            "/spec/dataSourceRef",
+            "/spec/volumeName",
+            "/spec/selector",
+        ] {
+            if changed(p) {
+                return rule(Rule::ClaimSource, p);
+            }
+        }
+    }
+    if let Some(allowed) = &scope.mutation_scope {
+        for op in json_patch::diff(before, after).iter() {
+            let path = op_path(op);
+            if !allowed.iter().any(|a| under(&path, a)) {
+                return Some(Breach::OutOfScope { path });
+            }
+        }
+    }
+    None
+}
+
+/// Volume kinds a plugin may add without `volume-sources`: they carry no
+/// one else's data and no credentials.
+const PLAIN_VOLUMES: &[&str] = &["name", "emptyDir", "configMap", "downwardAPI", "image"];
+
+/// The path of the first volume added or changed with a source outside
+/// `PLAIN_VOLUMES`.
+fn new_volume_source(before: &Value, after: &Value) -> Option<String> {
+    let by_name = |v: &Value| -> BTreeMap<String, Value> {
+        v.pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|vol| Some((vol.get("name")?.as_str()?.to_string(), vol.clone())))
+            .collect()
+    };
+    let was = by_name(before);
+    for (name, vol) in by_name(after) {
+        if was.get(&name) == Some(&vol) {
+            continue;
+        }
+        if let Some(obj) = vol.as_object()
+            && let Some(source) = obj
+                .iter()
+                .find(|(k, v)| !PLAIN_VOLUMES.contains(&k.as_str()) && !v.is_null())
+                .map(|(k, _)| k)
+        {
+            return Some(format!("/spec/volumes[{name}]/{source}"));
+        }
+    }
+    None
+}
+
+fn op_path(op: &json_patch::PatchOperation) -> String {
+    use json_patch::PatchOperation as O;
+    match op {
+        O::Add(o) => o.path.to_string(),
+        O::Remove(o) => o.path.to_string(),
+        O::Replace(o) => o.path.to_string(),
+        O::Move(o) => o.path.to_string(),
+        O::Copy(o) => o.path.to_string(),
+        O::Test(o) => o.path.to_string(),
+    }
+}
+
+/// `path` is `prefix` or below it, segment by segment; a `*` segment in
+/// the prefix matches any one segment (`/spec/containers/*/resources`).
+fn under(path: &str, prefix: &str) -> bool {
+    let mut path = path.split('/');
+    prefix
+        .split('/')
+        .all(|want| path.next().is_some_and(|got| want == "*" || want == got))
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod() -> Value {
+        json!({
+            "metadata": { "name": "p", "labels": { "bay.managed": "true" } },
+            "spec": {
+                "automountServiceAccountToken": false,
+                "containers": [{ "name": "ship", "image": "i" }],
+                "volumes": [{ "name": "workspace", "persistentVolumeClaim": { "claimName": "cargo-a" } }]
+            }
+        })
+    }
+
+    fn guards() -> Guards {
+        Guards {
+            trusted_peer_labels: BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "bay".to_string(),
+            )]),
+            ..Guards::default()
+        }
+    }
+
+    fn breach(after: Value) -> Option<Breach> {
+        check_step("Pod", &pod(), &after, &Scope::default(), &guards())
+    }
+
+    fn with(f: impl FnOnce(&mut Value)) -> Value {
+        let mut p = pod();
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn each_guarded_field_is_caught() {
+        let cases: Vec<(Rule, Value)> = vec![
+            (
+                Rule::ServiceAccount,
+                with(|p| p["spec"]["serviceAccountName"] = json!("berth")),
+            ),
+            (
+                Rule::ServiceAccount,
+                with(|p| p["spec"]["automountServiceAccountToken"] = json!(true)),
+            ),
+            (
+                Rule::ServiceAccount,
+                with(|p| {
+                    p["spec"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("automountServiceAccountToken");
+                }),
+            ),
+            (
+                Rule::NodeName,
+                with(|p| p["spec"]["nodeName"] = json!("n1")),
+            ),
+            (
+                Rule::Finalizers,
+                with(|p| p["metadata"]["finalizers"] = json!(["x/hold"])),
+            ),
+            (
+                Rule::OwnerReferences,
+                with(|p| p["metadata"]["ownerReferences"] = json!([{ "name": "o" }])),
+            ),
+            (
+                Rule::VolumeSources,
+                with(|p| {
+                    p["spec"]["volumes"].as_array_mut().unwrap().push(
+                        json!({ "name": "theirs", "persistentVolumeClaim": { "claimName": "cargo-b" } }),
+                    )
+                }),
+            ),
+            (
+                Rule::VolumeSources,
+                with(|p| {
+                    p["spec"]["volumes"].as_array_mut().unwrap().push(
+                        json!({ "name": "tokens", "secret": { "secretName": "berth-tokens" } }),
+                    )
+                }),
+            ),
+            (
+                Rule::VolumeSources,
+                with(|p| {
+                    p["spec"]["volumes"].as_array_mut().unwrap().push(
+                        json!({ "name": "sa", "projected": { "sources": [{ "serviceAccountToken": { "path": "t" } }] } }),
+                    )
+                }),
+            ),
+            (
+                Rule::TrustedPeerLabels,
+                with(|p| p["metadata"]["labels"]["app.kubernetes.io/name"] = json!("bay")),
+            ),
+        ];
+        for (rule, after) in cases {
+            match breach(after.clone()) {
+                Some(Breach::Rule { rule: got, .. }) => assert_eq!(got, rule, "{after}"),
+                other => panic!("{rule:?}: {other:?} for {after}"),
+            }
+        }
+    }
+
+    #[test]
+    fn harmless_changes_pass_and_rules_can_be_lifted() {
+        let ok = with(|p| {
+            p["spec"]["automountServiceAccountToken"] = json!(false);
+            p["spec"]["volumes"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({ "name": "shm", "emptyDir": { "medium": "Memory" } }));
+            p["spec"]["nodeSelector"] = json!({ "pool": "sandbox" });
+            p["metadata"]["labels"]["app.kubernetes.io/name"] = json!("sandbox");
+        });
+        assert_eq!(breach(ok), None);
+        let node = with(|p| p["spec"]["nodeName"] = json!("n1"));
+        let lifted = Scope {
+            allow: vec![Rule::NodeName],
+            mutation_scope: None,
+        };
+        assert_eq!(check_step("Pod", &pod(), &node, &lifted, &guards()), None);
+    }
+
+    #[test]
+    fn claims_keep_their_source() {
+        let claim = json!({ "metadata": { "name": "cargo-a" }, "spec": { "resources": {} } });
+        let mut cloned = claim.clone();
+        cloned["spec"]["dataSource"] =
+            json!({ "kind": "PersistentVolumeClaim", "name": "cargo-b" });
+        assert_eq!(
+            check_step(
+                "PersistentVolumeClaim",
+                &claim,
+                &cloned,
+                &Scope::default(),
+                &guards()
+            ),
+            Some(Breach::Rule {
+                rule: Rule::ClaimSource,
+                path: "/spec/dataSource".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_mutation_scope_holds_a_plugin_to_its_fields() {
+        let scope = Scope {
+            allow: vec![],
+            mutation_scope: Some(vec!["/spec/affinity".into(), "/spec/tolerations".into()]),
+        };
+        let placed =
+            with(|p| p["spec"]["tolerations"] = json!([{ "key": "k", "operator": "Exists" }]));
+        assert_eq!(check_step("Pod", &pod(), &placed, &scope, &guards()), None);
+        let strayed = with(|p| p["spec"]["hostNetwork"] = json!(false));
+        assert_eq!(
+            check_step("Pod", &pod(), &strayed, &scope, &guards()),
+            Some(Breach::OutOfScope {
+                path: "/spec/hostNetwork".into()
+            })
+        );
+        // A prefix matches whole segments only; `*` matches any one.
+        assert!(!under("/spec/affinityX", "/spec/affinity"));
+        assert!(under("/spec/affinity/nodeAffinity", "/spec/affinity"));
+        assert!(under(
+            "/spec/containers/1/resources/limits",
+            "/spec/containers/*/resources"
+        ));
+        assert!(!under(
+            "/spec/containers/1/image",
+            "/spec/containers/*/resources"
+        ));
+        assert!(!under("/spec", "/spec/containers/*/resources"));
+    }
+}
