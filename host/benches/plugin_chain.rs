@@ -291,13 +291,41 @@ fn main() {
     // stay honest. Each block starts with two unmeasured runs: a variant's
     // caches are warm in a steady stream of sessions, and alternating run by
     // run would measure each one cold after the others.
-    let variants: [&dyn Fn(Pod) -> Box<dyn std::any::Any>; 4] = [
+    // (d) The host's guards alone, on the texts the chain passes along: each
+    // output read as JSON and checked against the one before it (guarded
+    // fields), then the final Pod's Pod Security posture. This is what the
+    // guards add to every chain run, wasm or native.
+    let snapshots: Vec<String> = {
+        let mut texts = vec![serde_json::to_string(&pod).unwrap()];
+        let mut cur = pod.clone();
+        for step in 0..3 {
+            shape_native(step, &mut cur).unwrap();
+            texts.push(serde_json::to_string(&cur).unwrap());
+        }
+        texts
+    };
+    let final_pod: Pod = serde_json::from_str(snapshots.last().unwrap()).unwrap();
+    let guards_alone = || {
+        let values: Vec<serde_json::Value> = snapshots
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        for pair in values.windows(2) {
+            assert!(
+                berth::plugin::guard::check_step("Pod", &pair[0], &pair[1], &unscoped, &guards)
+                    .is_none()
+            );
+        }
+        guards.pod_security.violation(&final_pod)
+    };
+    let variants: [&dyn Fn(Pod) -> Box<dyn std::any::Any>; 5] = [
         &|p| Box::new(engine.shape(&wctx, p).unwrap()),
         &|p| Box::new(native_typed(p)),
         &|p| Box::new(native_chain(p)),
         &|_| Box::new(raw_calls()),
+        &|_| Box::new(guards_alone()),
     ];
-    let mut times: [Vec<Duration>; 4] = Default::default();
+    let mut times: [Vec<Duration>; 5] = Default::default();
     const BLOCK: usize = 50;
     for _ in 0..n.div_ceil(BLOCK) {
         for (v, run) in variants.iter().enumerate() {
@@ -313,7 +341,7 @@ fn main() {
             }
         }
     }
-    let [t_wasm, t_typed, t_native, t_raw] = times;
+    let [t_wasm, t_typed, t_native, t_raw, t_guards] = times;
 
     // Where the time goes: each plugin alone, its calls split into the
     // sandbox's cost (a fresh store and instance; teardown, which resets the
@@ -346,11 +374,17 @@ fn main() {
     let typed = Percentiles::of(t_typed);
     let native = Percentiles::of(t_native);
     let raw = Percentiles::of(t_raw);
+    let guarded = Percentiles::of(t_guards);
     println!("calls per variant: {n}, interleaved");
     println!("native policies on the typed Pod      {typed}");
     println!("native plugins through the same chain {native}");
     println!("wasm plugins, fresh instance per call {wasm}");
     println!("  of which the wasm calls alone       {raw}");
+    println!("  of which the host's guards          {guarded}");
+    println!(
+        "guards / native chain: p50 {:.0}%  (what the guarded fields and the posture check add to every chain)",
+        100.0 * guarded.p50 / native.p50
+    );
     println!(
         "wasm chain / native chain:  p50 {:.2}x  p99 {:.2}x   (the cost of the sandbox)",
         wasm.p50 / native.p50,

@@ -207,8 +207,6 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         };
         while hup.recv().await.is_some() {
             let path = state.config_path.clone();
-            let base = state.driver.config().base_dir.clone();
-            let policy = state.driver.policy().clone();
             let plugins = match Config::load(path.as_deref(), &|k| std::env::var(k).ok()) {
                 Ok(c) => c.plugins,
                 Err(e) => {
@@ -216,7 +214,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     continue;
                 }
             };
-            let _ = tokio::task::spawn_blocking(move || policy.reload(&plugins, &base)).await;
+            // Failures are logged and kept for /v1/plugins by the engine.
+            if let Err(e) = state.driver.reload_plugins(plugins).await {
+                tracing::error!("SIGHUP: reload failed: {e}");
+            }
         }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -946,6 +946,13 @@ async fn a_full_chain_queue_is_backpressure_not_a_plugin_failure() {
         metrics.contains("berth_plugin_queue_waiting 0"),
         "{metrics}"
     );
+    // A reload compiles: CPU work that waits for a slot like a chain, so it
+    // cannot take the CPU from the requests being served.
+    let (_busy, reload) = tokio::join!(render(), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.post("/v1/plugins/reload").send().await.unwrap()
+    });
+    problem(reload, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
 }
 
 #[tokio::test]

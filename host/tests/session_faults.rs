@@ -342,3 +342,40 @@ async fn a_pod_deleted_while_starting_is_not_found() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_wait_for_first_consumer_cargo_binds_with_its_session() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "wffc", &[]).await;
+    // The claim stays unbound until its first Pod is scheduled; the start
+    // must not mistake that for a lack of nodes or give up on it.
+    let b = berth_with(&ns, vec![], |c| {
+        c.storage_class = Some("standard-wffc".into());
+        c.unschedulable_grace_s = 15;
+    })
+    .await;
+    let id = unique("w");
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    let claim = claims.get(&format!("cargo-{id}")).await.unwrap();
+    assert_eq!(
+        claim.spec.unwrap().storage_class_name.as_deref(),
+        Some("standard-wffc")
+    );
+    assert_ne!(
+        claim.status.and_then(|s| s.phase).as_deref(),
+        Some("Bound"),
+        "no consumer yet"
+    );
+    let (s, v) = b
+        .post_json("/v1/sessions", &create_body(&id, &profile()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let name = format!("bay-session-{id}");
+    let (s, v) = b
+        .post_json(&format!("/v1/sessions/{name}/start"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let bound = claims.get(&format!("cargo-{id}")).await.unwrap();
+    assert_eq!(bound.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+}

@@ -268,12 +268,7 @@ pub async fn reload_plugins(State(s): State<Shared>) -> Result<Json<PluginsRespo
         }
         None => s.driver.config().plugins.clone(),
     };
-    let base = s.driver.config().base_dir.clone();
-    let policy = s.driver.policy().clone();
-    tokio::task::spawn_blocking(move || policy.reload(&plugins, &base))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(Error::PluginFailed)?;
+    s.driver.reload_plugins(plugins).await?;
     Ok(Json(plugins_response(&s)))
 }
 

@@ -204,6 +204,23 @@ impl Driver {
         Ok(result?)
     }
 
+    /// Loads `plugins` as the next generation (see `PolicyEngine::reload`).
+    /// Compiling is CPU work like a chain, so a reload holds one chain slot
+    /// while it runs: it cannot take the CPUs from the requests being
+    /// served, and waits its turn like them.
+    pub async fn reload_plugins(&self, plugins: Vec<crate::plugin::PluginConfig>) -> Result<u64> {
+        let slot = self.chain_slot().await?;
+        let base = self.config.base_dir.clone();
+        let policy = self.policy.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            policy.reload(&plugins, &base)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reload task failed: {e}")))?
+        .map_err(Error::PluginFailed)
+    }
+
     /// Waits for a free chain slot, up to `plugin_queue_timeout_ms`. Chains
     /// beyond the CPUs would only slow each other past their deadlines, and
     /// a plugin that missed its deadline because the machine was busy would
