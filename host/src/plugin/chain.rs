@@ -143,8 +143,8 @@ where
         .map_err(|e| PluginError::Engine(format!("cannot serialise {}: {e}", T::KIND)))?;
     let guard = Guard::new(&input, T::IDENTITY, &guards.label_prefix)
         .map_err(|e| PluginError::Engine(format!("cannot read identity of {}: {e}", T::KIND)))?;
-    // The last accepted output as JSON, for the guarded fields and scopes.
-    let mut before: Value = serde_json::from_str(&input)
+    // The guarded fields of the last accepted output.
+    let mut before = guard::guarded_fields(&input)
         .map_err(|e| PluginError::Engine(format!("cannot read {}: {e}", T::KIND)))?;
     let mut texts = vec![input];
     let mut done: Vec<Step> = Vec::new();
@@ -186,7 +186,7 @@ where
                 return Err(fail(err.into()));
             }
         }
-        let after: Value = match serde_json::from_str(&out) {
+        let after = match guard::guarded_fields(&out) {
             Ok(v) => v,
             Err(e) => {
                 let err = parse_output::<T>(&plugin, &out).err().unwrap_or_else(|| {
@@ -199,7 +199,14 @@ where
                 return Err(fail(err.into()));
             }
         };
-        match guard::check_step(T::KIND, &before, &after, scope, guards) {
+        let breach = guard::check_step(T::KIND, &before, &after, scope, guards).or_else(|| {
+            // Whole objects only for an entry that has a scope to hold.
+            scope.mutation_scope.as_ref()?;
+            let whole = |t: &str| serde_json::from_str::<Value>(t).ok();
+            let last = texts.last().map(String::as_str).unwrap_or_default();
+            guard::check_scope(&whole(last)?, &whole(&out)?, scope)
+        });
+        match breach {
             None => {}
             Some(Breach::Rule { rule, path }) => {
                 return Err(fail(
