@@ -62,7 +62,9 @@ pub struct NetworkPolicyConfig {
     pub ingress_from_namespaces: BTreeMap<String, String>,
     pub egress: EgressMode,
     /// CIDRs session Pods may never reach under `dns_and_external`: the
-    /// cluster's Pod and Service ranges and the API server.
+    /// cluster's Pod and Service ranges and the API server, link-local
+    /// (the cloud's instance metadata at 169.254.169.254 hands out node
+    /// credentials) and the shared address space cloud networks use.
     pub cluster_cidrs: Vec<String>,
 }
 
@@ -77,6 +79,8 @@ impl Default for NetworkPolicyConfig {
                 "10.0.0.0/8".into(),
                 "172.16.0.0/12".into(),
                 "192.168.0.0/16".into(),
+                "169.254.0.0/16".into(),
+                "100.64.0.0/10".into(),
             ],
         }
     }

@@ -77,6 +77,15 @@ pub fn plan(config: &Config, req: &SessionRequest) -> Result<SessionPlan, Error>
     labels::validate_dns_subdomain(&req.cargo.driver_ref)
         .map_err(|e| invalid(format!("cargo.driver_ref: {e}")))?;
     labels::validate_labels(req.labels).map_err(|e| invalid(format!("labels: {e}")))?;
+    // A session Pod with the label the isolation policy admits as a peer
+    // could reach every other sandbox's runtime.
+    for (k, v) in &config.network_policy.ingress_from_pods {
+        if req.labels.get(k) == Some(v) {
+            return Err(invalid(format!(
+                "labels: {k}={v} is what the session isolation policy trusts as a peer; a session may not carry it"
+            )));
+        }
+    }
 
     let containers = req.profile.container_specs().map_err(invalid)?;
     let mut seen = Vec::new();

@@ -49,7 +49,8 @@ pub fn parse_bytes(q: &str) -> Option<u64> {
 
 /// Cores as a quantity, in millicores when fractional ("0.5" → "500m").
 pub fn cpu(cores: f64) -> String {
-    let milli = (cores * 1000.0).round() as u64;
+    // Never 0 for a positive amount: a zero limit means no limit at all.
+    let milli = ((cores * 1000.0).round() as u64).max(1);
     if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
@@ -60,6 +61,13 @@ pub fn cpu(cores: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tiny_cpu_amount_is_one_millicore_not_unlimited() {
+        assert_eq!(cpu(0.0001), "1m");
+        assert_eq!(cpu(0.5), "500m");
+        assert_eq!(cpu(2.0), "2");
+    }
 
     #[test]
     fn bay_memory() {

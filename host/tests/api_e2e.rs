@@ -456,7 +456,7 @@ async fn create_conflicts_instead_of_adopting_foreign_or_dying_pods() {
     create_volume(&b, &format!("cargo-{dying_id}")).await;
     let dying_name = format!("bay-session-{dying_id}");
     let dying: Pod = serde_json::from_value(json!({
-        "metadata": { "name": dying_name, "labels": { "bay.session_id": dying_id }, "finalizers": ["berth.test/hold"] },
+        "metadata": { "name": dying_name, "labels": { "bay.managed": "true", "bay.session_id": dying_id }, "finalizers": ["berth.test/hold"] },
         "spec": { "containers": [{ "name": "ship", "image": "x" }] }
     }))
     .unwrap();
@@ -1167,9 +1167,14 @@ async fn session_isolation_policy_is_in_force() {
     ));
     let block = egress[1].to.as_ref().unwrap()[0].ip_block.clone().unwrap();
     assert_eq!(block.cidr, "0.0.0.0/0");
+    let except = block.except.unwrap();
     assert!(
-        block.except.unwrap().contains(&"10.0.0.0/8".to_string()),
+        except.contains(&"10.0.0.0/8".to_string()),
         "no other session Pods"
+    );
+    assert!(
+        except.contains(&"169.254.0.0/16".to_string()),
+        "no cloud instance metadata"
     );
     assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
 }

@@ -830,6 +830,32 @@ fn the_pod_security_level_is_checked_and_blamed() {
     }
     // `none` leaves it to the namespace's admission.
     shape(&guarded(&chain, PodSecurity::None), &profile()).expect("no posture check");
+    // Under restricted, a request always falls short (Bay never drops ALL
+    // capabilities); the plugin that fixes that is not blamed for a
+    // violation a later plugin brings in.
+    let restricted = plugin(
+        "restricted",
+        "berth_plugin_restricted",
+        serde_json::json!({}),
+    );
+    match shape(
+        &guarded(
+            &[restricted, hostile("host-network")],
+            PodSecurity::Restricted,
+        ),
+        &profile(),
+    ) {
+        Err(PolicyError::Plugin(PluginError::Posture {
+            plugin, message, ..
+        })) => {
+            assert_eq!(plugin, "hostile-host-network");
+            assert!(message.contains("Host Namespaces"), "{message}");
+        }
+        other => panic!(
+            "expected a posture violation, got {:?}",
+            other.map(|s| s.object)
+        ),
+    }
     // A request that is privileged before any plugin is denied as such.
     let mut asks: berth::model::Profile = profile();
     asks.security_context =
@@ -837,7 +863,7 @@ fn the_pod_security_level_is_checked_and_blamed() {
     match shape(&guarded(&[hostile("pass")], PodSecurity::Baseline), &asks) {
         Err(PolicyError::Denied { plugin, message }) => {
             assert_eq!(plugin, "pod-security");
-            assert!(message.contains("before any plugin"), "{message}");
+            assert!(message.contains("as requested"), "{message}");
         }
         other => panic!("expected a denial, got {:?}", other.map(|s| s.object)),
     }

@@ -110,6 +110,8 @@ async fn stalled_and_idle_connections_are_closed() {
         )
         .await
         .unwrap();
+    // A connection that never sends a byte.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
     // A kept-alive connection that goes quiet after one request.
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: berth\r\n\r\n")
@@ -119,10 +121,15 @@ async fn stalled_and_idle_connections_are_closed() {
     let n = idle.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
-    let (a, b2, c) = tokio::join!(
+    let (a, b2, c, d) = tokio::join!(
         closed_within(&mut half_headers, limit),
         closed_within(&mut half_body, limit),
         closed_within(&mut idle, limit),
+        closed_within(&mut silent, limit),
+    );
+    assert!(
+        d.is_some(),
+        "a connection that never sent a byte stayed open"
     );
     assert!(a.is_some(), "half-sent headers kept the connection open");
     assert!(b2.is_some(), "a half-sent body kept the connection open");
@@ -276,7 +283,12 @@ async fn sigterm_drains_within_the_grace_and_cuts_long_waits() {
             .json(&json!({}));
         async move { req.send().await.unwrap() }
     });
-    // A client that stalls in its headers must not hold the drain.
+    // Clients that stall in their headers, or never send a byte, must not
+    // hold the drain.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stalled
         .write_all(b"GET /healthz HTTP/1.1\r\n")

@@ -379,3 +379,73 @@ async fn a_wait_for_first_consumer_cargo_binds_with_its_session() {
     let bound = claims.get(&format!("cargo-{id}")).await.unwrap();
     assert_eq!(bound.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
 }
+
+#[tokio::test]
+async fn berth_leaves_objects_it_does_not_manage_alone() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "foreign", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "bay-session-foreign", "labels": { "app": "x" } },
+        "spec": { "containers": [{ "name": "c", "image": "x" }] }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": { "name": "their-data" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
+    }))
+    .unwrap();
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+
+    let (_, st) = b.get_json("/v1/sessions/bay-session-foreign/status").await;
+    assert_eq!(st["status"], "not_found", "{st}");
+    for req in [
+        b.post("/v1/sessions/bay-session-foreign/start")
+            .json(&json!({})),
+        b.delete("/v1/sessions/bay-session-foreign"),
+        b.delete("/v1/runtime-instances/bay-session-foreign"),
+        b.delete("/v1/volumes/their-data"),
+    ] {
+        let body = problem(
+            req.send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+        assert_detail(&body, "Berth does not manage it");
+    }
+    let body = problem(
+        b.post("/v1/volumes")
+            .json(&json!({ "name": "their-data" }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert_detail(&body, "does not manage");
+    assert!(pods.get_opt("bay-session-foreign").await.unwrap().is_some());
+    assert!(claims.get_opt("their-data").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_session_cannot_ask_for_the_trusted_peer_label() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "peer", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    let id = unique("p");
+    create_volume(&b, &format!("cargo-{id}")).await;
+    let mut body = create_body(&id, &profile());
+    body["labels"]["app.kubernetes.io/name"] = json!("bay");
+    let body = problem(
+        b.post("/v1/sessions").json(&body).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert_detail(&body, "trusts as a peer");
+}

@@ -41,14 +41,14 @@ pub async fn start_session(
     Ok(Json(StartResponse { endpoint }))
 }
 
-#[utoipa::path(post, path = "/v1/sessions/{id}/stop", params(("id" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/sessions/{id}/stop", params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem, description = "exists but is not managed by Berth")), security(("bearer" = [])))]
 pub async fn stop_session(State(s): State<Shared>, Path(id): Path<String>) -> Result<StatusCode> {
     s.driver.stop(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}", params(("id" = String, Path)),
-    responses((status = 204, description = "gone (or never existed)"), (status = 504, body = Problem)), security(("bearer" = [])))]
+    responses((status = 204, description = "gone (or never existed)"), (status = 404, body = Problem, description = "exists but is not managed by Berth"), (status = 504, body = Problem)), security(("bearer" = [])))]
 pub async fn destroy_session(
     State(s): State<Shared>,
     Path(id): Path<String>,
@@ -139,7 +139,7 @@ pub async fn create_volume(
     Ok((StatusCode::CREATED, Json(VolumeResponse { volume })))
 }
 
-#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = Problem, description = "exists but is not managed by Berth")), security(("bearer" = [])))]
 pub async fn delete_volume(
     State(s): State<Shared>,
     Path(name): Path<String>,
@@ -172,7 +172,7 @@ pub async fn list_runtime_instances(
     Ok(Json(s.driver.list_runtime_instances(&r.labels).await?))
 }
 
-#[utoipa::path(delete, path = "/v1/runtime-instances/{id}", params(("id" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/runtime-instances/{id}", params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem, description = "exists but is not managed by Berth")), security(("bearer" = [])))]
 pub async fn destroy_runtime_instance(
     State(s): State<Shared>,
     Path(id): Path<String>,

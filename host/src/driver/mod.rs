@@ -111,6 +111,24 @@ impl Driver {
         }
     }
 
+    /// Whether Berth made this object: its `<prefix>.managed=true` label.
+    /// Berth starts, reports and deletes only those; a Pod or claim of the
+    /// same namespace that is not a session's or a cargo's is not Berth's
+    /// to touch.
+    fn manages(&self, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(&self.keys.managed()))
+            .is_some_and(|v| v == "true")
+    }
+
+    fn not_managed(&self, kind: &str, name: &str) -> Error {
+        Error::NotFound(format!(
+            "{kind} {name} exists but Berth does not manage it (it has no {}=true label), so Berth leaves it alone",
+            self.keys.managed()
+        ))
+    }
+
     /// Ends every wait still running (and every later one) with
     /// `ShuttingDown`, so its caller can retry on another replica before
     /// this one closes its connections.

@@ -187,6 +187,9 @@ impl Driver {
                 "session {container_id} does not exist"
             )));
         };
+        if !self.manages(&pod.metadata) {
+            return Err(self.not_managed("Pod", container_id));
+        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         // What the autoscaler said when it is bringing a node: wait on.
         let mut scaling_up: Option<String> = None;
@@ -349,20 +352,34 @@ impl Driver {
         wait: bool,
     ) -> Result<()> {
         validate_id(name)?;
+        let pods = self.pods();
+        let Some(pod) = self.kube("get_pod", pods.get_opt(name)).await? else {
+            return Ok(());
+        };
+        if !self.manages(&pod.metadata) {
+            return Err(self.not_managed("Pod", name));
+        }
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return Ok(());
+        };
+        // Exactly the Pod read above: not one created under its name since.
         let dp = DeleteParams {
             grace_period_seconds: grace,
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
-        let pods = self.pods();
-        let uid = match self.kube("delete_pod", pods.delete(name, &dp)).await {
-            Ok(either) => either.left().and_then(|p| p.metadata.uid),
-            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
+        match self.kube("delete_pod", pods.delete(name, &dp)).await {
+            Ok(_) => {}
+            // Gone, or already replaced: the Pod read above is no more.
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => return Ok(()),
             Err(e) => return Err(e.into()),
-        };
+        }
         if !wait {
             return Ok(());
         }
-        let Some(uid) = uid else { return Ok(()) };
         let timeout = Duration::from_secs(self.config.destroy_timeout_s);
         let started = Instant::now();
         let pod_watch = self.pod_watch().await;
@@ -412,9 +429,11 @@ impl Driver {
                 "runtime_port must be within 1..=65535".into(),
             ));
         }
+        // A Pod Berth does not manage is no session of Bay's.
         let Some(pod) = self
             .kube("get_pod", self.pods().get_opt(container_id))
             .await?
+            .filter(|p| self.manages(&p.metadata))
         else {
             return Ok(StatusInfo {
                 container_id: container_id.into(),
@@ -475,6 +494,7 @@ impl Driver {
         let Some(pod) = self
             .kube("get_pod", self.pods().get_opt(container_id))
             .await?
+            .filter(|p| self.manages(&p.metadata))
         else {
             return Ok(String::new());
         };

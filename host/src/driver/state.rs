@@ -37,13 +37,25 @@ const PULL_PERMANENT: &[&str] = &[
     "name unknown",
     "repository does not exist",
     "pull access denied",
+    "access denied",
+    "requested access to the resource is denied",
     "unauthorized",
     "authentication required",
-    "401",
     "403 forbidden",
     "invalid reference format",
-    "denied",
 ];
+
+/// The kubelet's message without what it quotes (the image reference, a
+/// URL): a tag `2401` or a repository `denied-team/ship` says nothing about
+/// whether the pull can succeed.
+fn unquoted(message: &str) -> String {
+    message
+        .split('"')
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase()
+}
 
 /// What Kubernetes said about a Pod that is not running: its own word for
 /// it, and a message naming the container a person has to look at.
@@ -105,8 +117,8 @@ pub fn start_outcome(pod: Option<&Pod>) -> StartOutcome {
             return StartOutcome::Failed(Why::new(reason, said));
         }
         if PULL_WAITING.contains(&reason.as_str()) {
-            let lower = message.to_ascii_lowercase();
-            if PULL_PERMANENT.iter().any(|p| lower.contains(p)) {
+            let answer = unquoted(&message);
+            if PULL_PERMANENT.iter().any(|p| answer.contains(p)) {
                 return StartOutcome::Failed(Why::new(reason, said));
             }
         }
@@ -473,6 +485,9 @@ mod tests {
             }
         }
         for message in [
+            // What the kubelet quotes is not the registry's answer.
+            "failed to pull \"ghcr.io/example/ship:2401\": unexpected status: 429 Too Many Requests",
+            "failed to pull \"ghcr.io/denied-team/ship@sha256:0f4010c3\": 503 Service Unavailable",
             "unexpected status from GET request to https://r/v2/x/manifests/v1: 429 Too Many Requests",
             "failed to do request: 503 Service Unavailable",
             "dial tcp 10.0.0.9:443: i/o timeout",

@@ -131,6 +131,10 @@ impl Driver {
                             "cargo volume {name:?} is still being deleted; retry once it is gone"
                         )))
                     }
+                    // Someone else's claim must not become a sandbox's cargo.
+                    Some(p) if !self.manages(&p.metadata) => Err(Error::Conflict(format!(
+                        "a PersistentVolumeClaim named {name:?} exists that Berth does not manage; choose another name"
+                    ))),
                     Some(_) => Ok(name.to_string()),
                     None => Err(Error::Conflict(format!(
                         "cargo volume {name:?} was deleted while being created; retry"
@@ -144,15 +148,23 @@ impl Driver {
     pub async fn delete_volume(&self, name: &str) -> Result<()> {
         labels::validate_dns_subdomain(name)
             .map_err(|e| Error::InvalidRequest(format!("volume name: {e}")))?;
-        match self
-            .kube(
-                "delete_pvc",
-                self.pvcs().delete(name, &DeleteParams::default()),
-            )
-            .await
-        {
+        let Some(claim) = self.kube("get_pvc", self.pvcs().get_opt(name)).await? else {
+            return Ok(());
+        };
+        if !self.manages(&claim.metadata) {
+            return Err(self.not_managed("PersistentVolumeClaim", name));
+        }
+        // Exactly the claim read above: not one created under its name since.
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: claim.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.kube("delete_pvc", self.pvcs().delete(name, &dp)).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

@@ -61,9 +61,10 @@ pub trait Shapeable: Serialize + DeserializeOwned {
     const KIND: &'static str;
     const IDENTITY: IdentityKind;
 
-    /// How the object falls short of `level`, if it does (Pods only).
-    fn posture(&self, _level: PodSecurity) -> Option<String> {
-        None
+    /// How the object falls short of `level`, each violation as
+    /// `"rule: detail"` (Pods only).
+    fn posture(&self, _level: PodSecurity) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -72,8 +73,8 @@ impl Shapeable for Pod {
     const KIND: &'static str = "Pod";
     const IDENTITY: IdentityKind = IdentityKind::Pod;
 
-    fn posture(&self, level: PodSecurity) -> Option<String> {
-        level.violation(self)
+    fn posture(&self, level: PodSecurity) -> Vec<String> {
+        level.violations(self)
     }
 }
 
@@ -241,7 +242,7 @@ where
             }
         }
     };
-    if object.posture(guards.pod_security).is_some() {
+    if !object.posture(guards.pod_security).is_empty() {
         return Err(posture_breach::<T>(guards.pod_security, &done, &texts));
     }
     Ok(Shaped {
@@ -251,40 +252,47 @@ where
     })
 }
 
-/// Blames a Pod Security violation on the first step whose output has it,
-/// or on the request when the Pod had it before any plugin ran.
+/// Blames a Pod Security violation of the final object on the step that
+/// introduced it for good: the first of the unbroken run of snapshots, up
+/// to the last, that has it. A violation the request had and no plugin
+/// fixed is the request's (a plugin that fixes the request's other
+/// violations is not blamed for the one it left).
 fn posture_breach<T: Shapeable>(
     level: PodSecurity,
     done: &[Step],
     texts: &[String],
 ) -> PolicyError {
-    let violation = |text: &String| {
-        serde_json::from_str::<T>(text)
-            .ok()
-            .and_then(|o| o.posture(level))
+    let violations: Vec<Vec<String>> = texts
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<T>(t)
+                .map(|o| o.posture(level))
+                .unwrap_or_default()
+        })
+        .collect();
+    let Some(message) = violations.last().and_then(|v| v.first()).cloned() else {
+        return PluginError::Engine(format!("{} failed its Pod Security check", T::KIND)).into();
     };
-    for (i, text) in texts.iter().enumerate() {
-        let Some(message) = violation(text) else {
-            continue;
-        };
-        return match i.checked_sub(1).and_then(|s| done.get(s)) {
-            None => PolicyError::Denied {
-                plugin: POD_SECURITY.into(),
-                message: format!(
-                    "the session's {} violates Pod Security {} as requested, before any plugin: {message}",
-                    T::KIND,
-                    level.name()
-                ),
-            },
-            Some(step) => PluginError::Posture {
-                plugin: step.plugin.clone(),
-                level: level.name(),
-                message,
-            }
-            .into(),
-        };
+    let since = violations
+        .iter()
+        .rposition(|v| !v.contains(&message))
+        .map_or(0, |i| i + 1);
+    match since.checked_sub(1).and_then(|s| done.get(s)) {
+        None => PolicyError::Denied {
+            plugin: POD_SECURITY.into(),
+            message: format!(
+                "the session's {} violates Pod Security {} as requested, and no plugin changed that: {message}",
+                T::KIND,
+                level.name()
+            ),
+        },
+        Some(step) => PluginError::Posture {
+            plugin: step.plugin.clone(),
+            level: level.name(),
+            message,
+        }
+        .into(),
     }
-    PluginError::Engine(format!("{} failed its Pod Security check", T::KIND)).into()
 }
 
 /// The name a request that breaks the Pod Security level is denied under.

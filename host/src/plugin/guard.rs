@@ -47,6 +47,10 @@ pub enum Rule {
     /// cloned from one, a Secret (Berth's own tokens live in this
     /// namespace), a projected service account token, a host path.
     VolumeSources,
+    /// A Secret a container did not reference before, through
+    /// `env[].valueFrom.secretKeyRef` or `envFrom[].secretRef`: the same
+    /// credentials a Secret volume would hand over.
+    SecretReferences,
     /// A claim's `dataSource`, `dataSourceRef`, `volumeName` and `selector`:
     /// a cargo cloned from, or bound to, someone else's data.
     ClaimSource,
@@ -56,12 +60,13 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::ServiceAccount,
         Rule::NodeName,
         Rule::Finalizers,
         Rule::OwnerReferences,
         Rule::VolumeSources,
+        Rule::SecretReferences,
         Rule::ClaimSource,
         Rule::TrustedPeerLabels,
     ];
@@ -73,6 +78,7 @@ impl Rule {
             Rule::Finalizers => "finalizers",
             Rule::OwnerReferences => "owner-references",
             Rule::VolumeSources => "volume-sources",
+            Rule::SecretReferences => "secret-references",
             Rule::ClaimSource => "claim-source",
             Rule::TrustedPeerLabels => "trusted-peer-labels",
         }
@@ -94,15 +100,20 @@ pub enum PodSecurity {
 impl PodSecurity {
     /// The first violation of this level, as `"rule: detail"`.
     pub fn violation(self, pod: &Pod) -> Option<String> {
+        self.violations(pod).into_iter().next()
+    }
+
+    /// Every violation of this level, each as `"rule: detail"`.
+    pub fn violations(self, pod: &Pod) -> Vec<String> {
         let found = match self {
-            PodSecurity::None => return None,
+            PodSecurity::None => return Vec::new(),
             PodSecurity::Baseline => pss::check_baseline(pod),
             PodSecurity::Restricted => pss::check_restricted(pod),
         };
         found
             .into_iter()
-            .next()
             .map(|v| format!("{}: {}", v.rule, v.detail))
+            .collect()
     }
 
     pub fn name(self) -> &'static str {
@@ -200,6 +211,12 @@ struct SpecView {
     #[serde(skip_serializing_if = "Option::is_none")]
     volumes: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    containers: Option<Vec<ContainerView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_containers: Option<Vec<ContainerView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephemeral_containers: Option<Vec<ContainerView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     data_source: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_source_ref: Option<Value>,
@@ -207,6 +224,16 @@ struct SpecView {
     volume_name: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     selector: Option<Value>,
+}
+
+/// What a container's environment takes from elsewhere.
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env_from: Option<Value>,
 }
 
 /// The guarded fields of the object in `text`, as a small JSON value for
@@ -260,6 +287,15 @@ pub fn check_step(
         {
             return rule(Rule::VolumeSources, &path);
         }
+        if guarded(Rule::SecretReferences) {
+            let was = secret_refs(before);
+            if let Some(secret) = secret_refs(after).into_iter().find(|s| !was.contains(s)) {
+                return rule(
+                    Rule::SecretReferences,
+                    &format!("/spec/containers (env or envFrom of Secret {secret:?})"),
+                );
+            }
+        }
         if guarded(Rule::TrustedPeerLabels) {
             let labels = |v: &Value| at(v, "/metadata/labels").unwrap_or(Value::Null);
             let (was, now) = (labels(before), labels(after));
@@ -303,22 +339,58 @@ pub fn check_scope(before: &Value, after: &Value, scope: &Scope) -> Option<Breac
 /// one else's data and no credentials.
 const PLAIN_VOLUMES: &[&str] = &["name", "emptyDir", "configMap", "downwardAPI", "image"];
 
-/// The path of the first volume added or changed with a source outside
-/// `PLAIN_VOLUMES`.
-fn new_volume_source(before: &Value, after: &Value) -> Option<String> {
-    let by_name = |v: &Value| -> BTreeMap<String, Value> {
-        v.pointer("/spec/volumes")
+/// Every Secret the Pod's containers (of all kinds) read into their
+/// environment.
+fn secret_refs(v: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        for c in v
+            .pointer(&format!("/spec/{list}"))
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|vol| Some((vol.get("name")?.as_str()?.to_string(), vol.clone())))
-            .collect()
+        {
+            let env = c.get("env").and_then(Value::as_array).into_iter().flatten();
+            out.extend(env.filter_map(|e| {
+                Some(
+                    e.pointer("/valueFrom/secretKeyRef/name")?
+                        .as_str()?
+                        .to_string(),
+                )
+            }));
+            let from = c
+                .get("envFrom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            out.extend(
+                from.filter_map(|e| Some(e.pointer("/secretRef/name")?.as_str()?.to_string())),
+            );
+        }
+    }
+    out
+}
+
+/// The path of the first volume added or changed with a source outside
+/// `PLAIN_VOLUMES`. Volumes are compared whole, not by name: a second
+/// volume under a name already there is a new volume too.
+fn new_volume_source(before: &Value, after: &Value) -> Option<String> {
+    let list = |v: &Value| -> Vec<Value> {
+        v.pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     };
-    let was = by_name(before);
-    for (name, vol) in by_name(after) {
-        if was.get(&name) == Some(&vol) {
+    let was = list(before);
+    for vol in list(after) {
+        if was.contains(&vol) {
             continue;
         }
+        let name = vol
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
         if let Some(obj) = vol.as_object()
             && let Some(source) = obj
                 .iter()
@@ -453,6 +525,30 @@ mod tests {
                 with(|p| {
                     p["spec"]["volumes"].as_array_mut().unwrap().push(
                         json!({ "name": "sa", "projected": { "sources": [{ "serviceAccountToken": { "path": "t" } }] } }),
+                    )
+                }),
+            ),
+            (
+                Rule::SecretReferences,
+                with(|p| {
+                    p["spec"]["containers"][0]["envFrom"] =
+                        json!([{ "secretRef": { "name": "berth-tokens" } }])
+                }),
+            ),
+            (
+                Rule::SecretReferences,
+                with(|p| {
+                    p["spec"]["containers"][0]["env"] = json!([{ "name": "T",
+                        "valueFrom": { "secretKeyRef": { "name": "berth-tokens", "key": "tokens" } } }])
+                }),
+            ),
+            (
+                Rule::VolumeSources,
+                with(|p| {
+                    // A second volume under the workspace's own name.
+                    p["spec"]["volumes"].as_array_mut().unwrap().insert(
+                        0,
+                        json!({ "name": "workspace", "secret": { "secretName": "berth-tokens" } }),
                     )
                 }),
             ),
