@@ -78,21 +78,11 @@ pub async fn start(
         tokens: config.tokens.clone(),
         config_path,
     });
-    // Applied before serving when the API server answers, so a reachable
-    // cluster never sees Berth without it; retried in the background when not.
-    match tokio::time::timeout(Duration::from_secs(5), state.driver.ensure_isolation()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!("{e}; retrying in the background");
-            tokio::spawn(isolate(state.clone()));
-        }
-        Err(_) => {
-            tracing::warn!(
-                "the API server did not answer within 5 s; applying the session isolation NetworkPolicy in the background"
-            );
-            tokio::spawn(isolate(state.clone()));
-        }
-    }
+    // Applied in the background, retried until the API server answers;
+    // serving starts at once. Until it is in, `/readyz` says so and no
+    // session is created (`Driver::create` checks), so nothing runs without
+    // it, and a probe gets an answer even while the API server is away.
+    tokio::spawn(isolate(state.clone()));
     let app = api::router(state.clone(), &config).layer(
         tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT),
     );

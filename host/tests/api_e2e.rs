@@ -391,6 +391,21 @@ async fn sidecar_sessions() {
         ))
         .await;
     assert_eq!(logs["logs"], "berth-test log line 5\n");
+    let body = problem(
+        b.get(&format!(
+            "/v1/sessions/bay-session-{id}/logs?tail=1&container=nope"
+        ))
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_detail(
+        &body,
+        "has no container \"nope\"; its containers: ship, browser",
+    );
 
     // Bay hands back its own records: name, container_id, runtime_type and
     // capabilities; no port, no status. Start reads the ports from the Pod.
@@ -1141,11 +1156,21 @@ async fn auth_bad_requests_and_documents() {
 async fn session_isolation_policy_is_in_force() {
     let client = kube_client().await;
     let ns = namespace(&client, "netpol", &[]).await;
-    let _b = berth(&ns, vec![]).await;
+    let b = berth(&ns, vec![]).await;
+    // Ready means isolated: the policy is in place once /readyz says so.
+    let mut ready = false;
+    for _ in 0..100 {
+        if b.get("/readyz").send().await.unwrap().status() == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "never ready");
     let np = Api::<NetworkPolicy>::namespaced(client, &ns)
         .get("bay-session-isolation")
         .await
-        .expect("policy applied at start-up");
+        .expect("policy applied before ready");
     let spec = np.spec.unwrap();
     assert_eq!(
         spec.pod_selector.unwrap().match_labels.unwrap()["bay.managed"],

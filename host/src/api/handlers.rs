@@ -68,7 +68,7 @@ pub async fn session_status(
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}/logs", params(("id" = String, Path), LogsQuery),
-    responses((status = 200, body = LogsResponse)), security(("bearer" = [])))]
+    responses((status = 200, body = LogsResponse), (status = 404, body = Problem, description = "the session has no container of that name")), security(("bearer" = [])))]
 pub async fn session_logs(
     State(s): State<Shared>,
     Path(id): Path<String>,

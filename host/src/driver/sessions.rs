@@ -503,6 +503,24 @@ impl Driver {
             .as_ref()
             .and_then(|s| s.containers.first())
             .map(|c| c.name.clone());
+        let names: Vec<&str> = pod
+            .spec
+            .iter()
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .chain(s.init_containers.iter().flatten().map(|c| c.name.as_str()))
+            })
+            .collect();
+        if let Some(c) = &container
+            && !names.contains(&c.as_str())
+        {
+            return Err(Error::NotFound(format!(
+                "session {container_id} has no container {c:?}; its containers: {}",
+                names.join(", ")
+            )));
+        }
         let container = container.or(primary);
         let lp = LogParams {
             container,
