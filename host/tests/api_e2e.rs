@@ -592,21 +592,10 @@ async fn start_fails_fast_with_the_kubernetes_reason() {
     ] {
         let name = unschedulable_session(&b, &ns).await;
         // Play kubelet: report the container state through the status subresource.
-        let start = tokio::spawn({
-            let req = b
-                .post(&format!("/v1/sessions/{name}/start"))
-                .json(&json!({}));
-            async move { req.send().await.unwrap() }
-        });
+        let start = start_later(&b, &name);
         // Let the start call reach its watch before the failure shows up.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        pods.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .unwrap();
+        kubelet_reports(&pods, &name, status.clone()).await;
         let resp = start.await.unwrap();
         let (s, body) = status_and_json(resp).await;
         // Unschedulable may win the race when the scheduler reports first;
@@ -658,12 +647,7 @@ async fn an_unschedulable_pod_is_waited_for_during_the_grace_and_status_says_why
     .await;
     let name = unschedulable_session(&b, &ns).await;
     let started = std::time::Instant::now();
-    let start = tokio::spawn({
-        let req = b
-            .post(&format!("/v1/sessions/{name}/start"))
-            .json(&json!({}));
-        async move { req.send().await.unwrap() }
-    });
+    let start = start_later(&b, &name);
     // While it waits, `status` reports what the scheduler said.
     // (Its first message may be the transient one about the claim.)
     let mut seen = Value::Null;

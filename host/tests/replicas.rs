@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -55,43 +55,13 @@ async fn two_replicas_racing_one_session_make_one_pod() {
     }
 }
 
-/// Writes a config for `berth serve` on a free port; its base URL.
-fn serve_config(dir: &std::path::Path, ns: &str) -> (std::path::PathBuf, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = json!({
-        "listen": format!("127.0.0.1:{port}"),
-        "tokens": [TOKEN],
-        "namespace": ns,
-        "kubeconfig": kubeconfig(),
-        "plugin_cache_dir": repo_root().join("target/berth-test-plugin-cache"),
-        "plugins": shipped_chain(),
-    });
-    let path = dir.join("berth.yaml");
-    std::fs::write(&path, config.to_string()).unwrap();
-    (path, format!("http://127.0.0.1:{port}"))
-}
-
-fn serve(config: &std::path::Path) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("BERTH_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("berth serve")
-}
-
 #[tokio::test]
 async fn creates_cut_by_sigkill_complete_when_repeated() {
     let _one = ONE_AT_A_TIME.lock().await;
     let client = kube_client().await;
     let ns = namespace(&client, "crash", &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, base) = serve_config(dir.path(), &ns);
+    let (config, base) = serve_config(dir.path(), &ns, json!({ "plugins": shipped_chain() }));
     let ids: Vec<String> = (0..16).map(|_| unique("k")).collect();
     // Each kill lands at another moment of the creates in flight.
     for (round, kill_after_ms) in [40u64, 150, 400].into_iter().enumerate() {
@@ -194,12 +164,7 @@ async fn a_start_outlives_a_frozen_api_server() {
     })
     .await;
     let name = unschedulable_session(&b, &ns).await;
-    let start = tokio::spawn({
-        let req = b
-            .post(&format!("/v1/sessions/{name}/start"))
-            .json(&json!({}));
-        async move { req.send().await.unwrap() }
-    });
+    let start = start_later(&b, &name);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = apiserver_pid();
     signal(pid, "-STOP");
@@ -209,16 +174,12 @@ async fn a_start_outlives_a_frozen_api_server() {
         !start.is_finished(),
         "start ended while the API server was frozen"
     );
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": { "phase": "Running", "podIP": "127.1.252.1",
-                "conditions": [{ "type": "PodScheduled", "status": "True" }, { "type": "Ready", "status": "True" }],
-                "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": true, "restartCount": 0, "state": { "running": {} } }] } })),
-        )
-        .await
-        .unwrap();
+    kubelet_reports(
+        &Api::<Pod>::namespaced(client.clone(), &ns),
+        &name,
+        running_status("127.1.252.1"),
+    )
+    .await;
     let (s, body) = status_and_json(start.await.unwrap()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["endpoint"], "http://127.1.252.1:8123");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -215,26 +215,17 @@ async fn a_start_waiting_through_an_api_outage_returns_once_the_pod_runs() {
     })
     .await;
     let name = unschedulable_session(&b, &ns).await;
-    let start = tokio::spawn({
-        let req = b
-            .post(&format!("/v1/sessions/{name}/start"))
-            .json(&json!({}));
-        async move { req.send().await.unwrap() }
-    });
+    let start = start_later(&b, &name);
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The API server goes away under Berth; meanwhile the Pod starts.
     gate.shut();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": { "phase": "Running", "podIP": "127.1.251.1",
-                "conditions": [{ "type": "PodScheduled", "status": "True" }, { "type": "Ready", "status": "True" }],
-                "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": true, "restartCount": 0, "state": { "running": {} } }] } })),
-        )
-        .await
-        .unwrap();
+    kubelet_reports(
+        &Api::<Pod>::namespaced(client.clone(), &ns),
+        &name,
+        running_status("127.1.251.1"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!start.is_finished(), "start ended during the outage");
     let back = Instant::now();
@@ -252,44 +243,28 @@ async fn sigterm_drains_within_the_grace_and_cuts_long_waits() {
     let client = kube_client().await;
     let ns = namespace(&client, "drain", &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let config = json!({
-        "listen": format!("127.0.0.1:{port}"),
-        "tokens": [TOKEN],
-        "namespace": ns,
-        "kubeconfig": kubeconfig(),
-        "plugin_cache_dir": repo_root().join("target/berth-test-plugin-cache"),
-        "plugins": nowhere(),
-        "startup_timeout_s": 300,
-        "unschedulable_grace_s": 600,
-        "shutdown_grace_s": 6,
-    });
-    let path = dir.path().join("berth.yaml");
-    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("berth serve");
-    let b = TestServer::at(&format!("http://127.0.0.1:{port}"), &ns).await;
+    let (path, base) = serve_config(
+        dir.path(),
+        &ns,
+        json!({
+            "plugins": nowhere(),
+            "startup_timeout_s": 300,
+            "unschedulable_grace_s": 600,
+            "shutdown_grace_s": 6,
+        }),
+    );
+    let mut child = serve(&path);
+    let b = TestServer::at(&base, &ns).await;
+    let addr = base.trim_start_matches("http://").to_string();
     let name = unschedulable_session(&b, &ns).await;
-    let start = tokio::spawn({
-        let req = b
-            .post(&format!("/v1/sessions/{name}/start"))
-            .json(&json!({}));
-        async move { req.send().await.unwrap() }
-    });
+    let start = start_later(&b, &name);
     // Clients that stall in their headers, or never send a byte, must not
     // hold the drain.
     let mut silent = Vec::new();
     for _ in 0..20 {
-        silent.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        silent.push(TcpStream::connect(&addr).await.unwrap());
     }
-    let mut stalled = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
     stalled
         .write_all(b"GET /healthz HTTP/1.1\r\n")
         .await

@@ -15,14 +15,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// A `start` call running in the background.
-fn start_later(b: &TestServer, name: &str) -> tokio::task::JoinHandle<reqwest::Response> {
-    let req = b
-        .post(&format!("/v1/sessions/{name}/start"))
-        .json(&json!({}));
-    tokio::spawn(async move { req.send().await.unwrap() })
-}
-
 fn container(name: &str, state: Value) -> Value {
     json!({ "name": name, "image": "x", "imageID": "", "ready": false, "restartCount": 0, "state": state })
 }
@@ -119,13 +111,7 @@ async fn registry_errors_the_kubelet_retries_are_waited_out() {
     let name = unschedulable_session(&b, &ns).await;
     let start = start_later(&b, &name);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    pods.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": pulling(too_many) })),
-    )
-    .await
-    .unwrap();
+    kubelet_reports(&pods, &name, pulling(too_many)).await;
     let body = problem(start.await.unwrap(), StatusCode::GATEWAY_TIMEOUT, "timeout").await;
     assert_detail(&body, "ErrImagePull: container ship: ");
     assert_detail(&body, "429 Too Many Requests");
@@ -142,18 +128,10 @@ async fn registry_errors_the_kubelet_retries_are_waited_out() {
     for status in [
         pulling(too_many),
         pulling("dial tcp 10.0.0.9:443: i/o timeout"),
-        json!({ "phase": "Running", "podIP": "127.1.250.1",
-            "conditions": [{ "type": "PodScheduled", "status": "True" }, { "type": "Ready", "status": "True" }],
-            "containerStatuses": [container("ship", json!({ "running": {} }))] }),
+        running_status("127.1.250.1"),
     ] {
         assert!(!start.is_finished(), "start ended before the Pod ran");
-        pods.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .unwrap();
+        kubelet_reports(&pods, &name, status).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (s, body) = status_and_json(start.await.unwrap()).await;

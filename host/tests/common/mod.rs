@@ -485,3 +485,73 @@ pub fn nowhere() -> Vec<PluginConfig> {
         serde_json::json!({ "default": { "node_selector": { "berth.test/pool": "nowhere" } } }),
     )]
 }
+
+/// `POST /v1/sessions/{name}/start` running in the background.
+pub fn start_later(b: &TestServer, name: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+    let req = b
+        .post(&format!("/v1/sessions/{name}/start"))
+        .json(&serde_json::json!({}));
+    tokio::spawn(async move { req.send().await.expect("start request") })
+}
+
+/// The status a kubelet reports once the session's `ship` container runs
+/// with Pod IP `ip`.
+pub fn running_status(ip: &str) -> serde_json::Value {
+    serde_json::json!({ "phase": "Running", "podIP": ip,
+        "conditions": [{ "type": "PodScheduled", "status": "True" }, { "type": "Ready", "status": "True" }],
+        "containerStatuses": [{ "name": "ship", "image": "x", "imageID": "", "ready": true, "restartCount": 0, "state": { "running": {} } }] })
+}
+
+/// Plays kubelet: writes `status` into Pod `name`'s status subresource.
+pub async fn kubelet_reports(
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    status: serde_json::Value,
+) {
+    pods.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .expect("patch Pod status");
+}
+
+/// Writes a config for a `berth serve` process on a free loopback port into
+/// `dir`: the test token, namespace `ns`, the test cluster, the shared
+/// plugin cache, and `extra` keys on top. Its path and base URL.
+pub fn serve_config(
+    dir: &std::path::Path,
+    ns: &str,
+    extra: serde_json::Value,
+) -> (PathBuf, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = serde_json::json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "tokens": [TOKEN],
+        "namespace": ns,
+        "kubeconfig": kubeconfig(),
+        "plugin_cache_dir": repo_root().join("target/berth-test-plugin-cache"),
+    });
+    for (k, v) in extra.as_object().expect("extra keys").clone() {
+        config[k] = v;
+    }
+    let path = dir.join("berth.yaml");
+    std::fs::write(&path, config.to_string()).unwrap();
+    (path, format!("http://127.0.0.1:{port}"))
+}
+
+/// `berth serve --config CONFIG`, the binary as operators run it.
+pub fn serve(config: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("BERTH_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("berth serve")
+}
