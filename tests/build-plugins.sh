@@ -7,5 +7,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cargo build --quiet --target wasm32-wasip2 --profile plugin \
   -p berth-plugin-restricted -p berth-plugin-scheduling -p berth-plugin-resources \
-  -p berth-fixture-hostile -p berth-fixture-future-wit
+  -p berth-fixture-hostile -p berth-fixture-future-wit \
+  -p berth-fixture-wrong-signature -p berth-fixture-big-memory
 ls "$root"/target/wasm32-wasip2/plugin/*.wasm >&2

@@ -16,7 +16,7 @@ step "building plugins for wasm32-wasip2"
 tests/build-plugins.sh
 step "building Berth and its tests"
 cargo build --quiet -p berth
-cargo test --quiet --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit --no-run
+cargo test --quiet --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit --exclude berth-fixture-wrong-signature --exclude berth-fixture-big-memory --no-run
 
 status=0
 step "control plane fault handling (stale dir, crashing component, no leftovers)"
@@ -29,7 +29,7 @@ export BERTH_TEST_KUBECONFIG=$kubeconfig
 export BERTH_TEST_CLUSTER_DIR=$cluster_dir
 
 step "Rust tests (unit, plugin runtime, end-to-end)"
-cargo test --no-fail-fast --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit || status=1
+cargo test --no-fail-fast --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit --exclude berth-fixture-wrong-signature --exclude berth-fixture-big-memory || status=1
 
 step "API contract: schemathesis against a live berth serve"
 tests/schemathesis.sh || status=1

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use berth::config::Config;
 use berth::model::{Cargo, Profile, Session};
 use berth::objects::{self, SessionRequest};
-use berth::plugin::runtime::{Hook, Limits};
+use berth::plugin::Hook;
+use berth::plugin::runtime::Limits;
 use berth::plugin::{
     Guards, PluginConfig, PolicyEngine, Runtime, RuntimeOptions, Scope, run_steps,
 };
@@ -77,7 +78,7 @@ fn configs() -> Vec<PluginConfig> {
 }
 
 /// A realistic session Pod: Ship plus a browser sidecar, env, resources.
-fn realistic() -> (Pod, berth::plugin::runtime::SessionContext, Context) {
+fn realistic() -> (Pod, berth::plugin::SessionContext, Context) {
     let config = Config {
         namespace: "bay".into(),
         ..Config::default()

@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::labels::{self, LabelKeys};
 use crate::model::{Cargo, ContainerSpec, Profile, Session};
+use crate::plugin::SessionContext;
 use crate::plugin::identity::WORKSPACE_VOLUME;
-use crate::plugin::runtime::SessionContext;
 use crate::quantity;
 
 pub const WORKSPACE_PATH: &str = "/workspace";

@@ -27,6 +27,7 @@ pub fn policy_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
             .unwrap_or(64 << 20)
             .max(64 << 20),
         chain_budget: std::time::Duration::from_millis(config.plugin_chain_budget_ms),
+        ..RuntimeOptions::default()
     })?;
     Ok(PolicyEngine::new(runtime, &config.plugins, &config.base_dir)?.with_guards(config.guards()))
 }

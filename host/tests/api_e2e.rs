@@ -955,6 +955,48 @@ async fn a_full_chain_queue_is_backpressure_not_a_plugin_failure() {
 }
 
 #[tokio::test]
+async fn a_caller_that_hangs_up_gives_its_chain_slot_back() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "hangup", &[]).await;
+    // A plugin that would hold the only slot for 8 s, on one profile only.
+    let mut slow = hostile("loop");
+    slow.deadline_ms = 8_000;
+    slow.profiles = vec!["slow".into()];
+    let b = berth_with(&ns, vec![slow], |c| {
+        c.plugin_concurrency = Some(1);
+        c.plugin_queue_timeout_ms = 2_000;
+        c.plugin_chain_budget_ms = 10_000;
+    })
+    .await;
+    let mut slow_profile = profile();
+    slow_profile.id = "slow".into();
+    let gave_up = b
+        .post("/v1/render/pod")
+        .json(&create_body(&unique("h"), &slow_profile))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    // The next request needs the same slot. Had the abandoned chain kept
+    // it, this would wait out the 2 s queue and be answered `overloaded`.
+    let (s, r) = b
+        .post_json("/v1/render/pod", &create_body(&unique("h"), &profile()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let metrics = b.metrics().await;
+    assert!(
+        metrics.contains(
+            "berth_plugin_failures_total{plugin=\"hostile-loop\",reason=\"cancelled\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_plugin_queue_rejections_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn render_shows_the_exact_objects_and_touches_nothing() {
     let client = kube_client().await;
     let ns = namespace(&client, "render", &[]).await;

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use berth::objects::{self, SessionRequest};
-use berth::plugin::runtime::{Hook, Limits, SessionContext};
+use berth::plugin::runtime::Limits;
+use berth::plugin::{Hook, SessionContext};
 use berth::plugin::{
     LoadErrorKind, PluginConfig, PluginError, PodSecurity, PolicyEngine, PolicyError, Rule,
     Runtime, RuntimeOptions,
@@ -591,6 +592,49 @@ fn load_errors_are_precise() {
     cfg.path = core;
     assert!(matches!(load_kind(cfg), LoadErrorKind::Invalid(_)));
 
+    // The right names, the wrong types: refused at load, naming the
+    // function, not a "trap" at the first session.
+    let wrong = plugin(
+        "wrong",
+        "berth_fixture_wrong_signature",
+        serde_json::Value::Null,
+    );
+    match load_kind(wrong) {
+        LoadErrorKind::Signature(m) => {
+            assert!(m.starts_with("shape-pod does not have the type"), "{m}");
+            assert!(m.contains("expected 3-tuple, found 1-tuple"), "{m}");
+        }
+        other => panic!("expected a signature error, got {other}"),
+    }
+    // 316 MiB of memory before the first instruction: refused at load with
+    // both sizes in MiB, whether over the engine's maximum or the entry's own.
+    let big = || plugin("big", "berth_fixture_big_memory", serde_json::Value::Null);
+    assert_eq!(
+        load_kind(big()),
+        LoadErrorKind::InitialMemory {
+            needs_mib: 316,
+            limit_mib: 64
+        }
+    );
+    let mut roomy = big();
+    roomy.memory_mb = 200;
+    assert_eq!(
+        load_kind(roomy.clone()),
+        LoadErrorKind::InitialMemory {
+            needs_mib: 316,
+            limit_mib: 200
+        }
+    );
+    roomy.memory_mb = 320;
+    let spacious = Runtime::new(RuntimeOptions {
+        max_memory_bytes: 320 << 20,
+        max_instances: 2,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let loaded = PolicyEngine::new(spacious, &[roomy], Path::new("/")).expect("fits in 320 MiB");
+    assert_eq!(loaded.chain().summaries()[0].plugin_version, "0.0.0");
+
     let mut cfg = hostile("pass");
     cfg.sha256 = Some("0".repeat(64));
     assert!(matches!(load_kind(cfg), LoadErrorKind::HashMismatch { .. }));
@@ -881,5 +925,60 @@ fn claims_keep_their_source() {
             assert_eq!(path, "/spec/dataSource");
         }
         other => panic!("expected a guard, got {:?}", other.map(|s| s.object)),
+    }
+}
+
+#[test]
+fn host_resources_a_plugin_holds_are_bounded() {
+    // Pollables never dropped: host memory outside memory_mb, ~15 MB a call
+    // before the cap. Now the call fails at the cap, long before its deadline.
+    let e = hostile_error_within("handles", 5_000);
+    assert!(matches!(e, PluginError::TooManyHandles { .. }), "{e}");
+    assert_eq!(e.reason(), "handles");
+}
+
+/// Runs `mode` with a long deadline on a thread, cancels it after 200 ms;
+/// the error and how long the whole run took.
+fn cancelled_run(mode: &str) -> (PolicyError, std::time::Duration) {
+    let mut p = hostile(mode);
+    p.deadline_ms = 8_000;
+    let rt = Runtime::new(RuntimeOptions {
+        cache_dir: Some(repo_root().join("target/berth-test-plugin-cache")),
+        max_instances: 4,
+        chain_budget: std::time::Duration::from_secs(10),
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let engine = Arc::new(PolicyEngine::new(rt, &[p], Path::new("/")).expect("load"));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    let run = {
+        let (engine, cancel) = (engine.clone(), cancel.clone());
+        std::thread::spawn(move || {
+            let (pod, ctx) = base(&profile());
+            engine
+                .shape_cancellable(&ctx, pod, cancel)
+                .map(|s| s.steps.len())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    cancel.cancel();
+    let result = run.join().unwrap();
+    (result.expect_err("cancelled"), started.elapsed())
+}
+
+#[test]
+fn a_cancelled_chain_stops_its_plugin_running_or_waiting() {
+    for mode in ["loop", "sleep"] {
+        let (e, took) = cancelled_run(mode);
+        match e {
+            PolicyError::Plugin(PluginError::Cancelled { plugin }) => {
+                assert_eq!(plugin, format!("hostile-{mode}"))
+            }
+            other => panic!("{mode}: expected cancelled, got {other}"),
+        }
+        // Stopped at the next tick, not at the 8 s deadline (nor the 5 s
+        // the sleeping plugin asks for).
+        assert!(took < std::time::Duration::from_secs(3), "{mode}: {took:?}");
     }
 }

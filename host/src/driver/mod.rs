@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::labels::{self, LabelKeys};
 use crate::metrics::Metrics;
-use crate::plugin::runtime::SessionContext;
-use crate::plugin::{PolicyEngine, PolicyError, Shapeable, Shaped};
+use crate::plugin::{PolicyEngine, PolicyError, SessionContext, Shapeable, Shaped};
 use watch::PodWatch;
 
 /// Builds the Kubernetes client from Berth's config: the given kubeconfig,
@@ -193,32 +193,40 @@ impl Driver {
     }
 
     /// Runs the policy chain on a blocking thread (plugin calls are CPU
-    /// work), recording per-plugin latency and failures.
+    /// work), recording per-plugin latency and failures. When the request
+    /// is dropped (its client hung up) the chain is cancelled: the plugin
+    /// stops at its next tick and the chain slot is free again.
     async fn shape<T>(&self, ctx: SessionContext, object: T) -> Result<Shaped<T>>
     where
         T: Shapeable + Send + 'static,
     {
         let slot = self.chain_slot().await?;
         let policy = self.policy.clone();
+        let metrics = self.metrics.clone();
+        let cancel = CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
         let span = tracing::info_span!("policy_chain", kind = T::KIND, profile = %ctx.profile_id);
         let result = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let _g = span.enter();
-            policy.shape(&ctx, object)
+            let result = policy.shape_cancellable(&ctx, object, cancel);
+            // Recorded here, not after the await: a cancelled request's
+            // future is gone by the time its chain ends.
+            match &result {
+                Ok(shaped) => {
+                    for s in &shaped.steps {
+                        metrics.observe_plugin(&s.plugin, s.duration);
+                    }
+                }
+                Err(PolicyError::Denied { plugin, .. }) => metrics.denied(plugin),
+                Err(PolicyError::Plugin(e)) => {
+                    metrics.plugin_failed(e.plugin().unwrap_or("-"), e.reason())
+                }
+            }
+            result
         })
         .await
         .map_err(|e| Error::Internal(format!("policy task failed: {e}")))?;
-        match &result {
-            Ok(shaped) => {
-                for s in &shaped.steps {
-                    self.metrics.observe_plugin(&s.plugin, s.duration);
-                }
-            }
-            Err(PolicyError::Denied { plugin, .. }) => self.metrics.denied(plugin),
-            Err(PolicyError::Plugin(e)) => self
-                .metrics
-                .plugin_failed(e.plugin().unwrap_or("-"), e.reason()),
-        }
         Ok(result?)
     }
 

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 use super::{HarnessError, build, load_suite};
 use crate::config::Config;
-use crate::plugin::runtime::SessionContext;
+use crate::plugin::SessionContext;
 use crate::plugin::{Hook, PolicyEngine, Runtime, RuntimeOptions, Shapeable};
 
 #[derive(Debug, serde::Serialize)]

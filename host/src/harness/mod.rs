@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::objects;
-use crate::plugin::runtime::SessionContext;
+use crate::plugin::SessionContext;
 use crate::plugin::{
     Hook, PluginConfig, PluginError, PolicyEngine, PolicyError, Runtime, RuntimeOptions,
 };

@@ -10,12 +10,12 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
+use super::context::{Hook, Rejection, SessionContext};
 use super::guard::{self, Breach, Guards, PodSecurity, Scope};
 use super::identity::{Guard, IdentityKind};
-use super::runtime::{
-    ChainDeadline, Hook, LoadedComponent, Rejection, Runtime, SessionContext, plugin_text,
-};
+use super::runtime::{ChainDeadline, LoadedComponent, Runtime, plugin_text};
 use super::{PluginConfig, PluginError, PolicyError};
 
 struct Entry {
@@ -27,7 +27,7 @@ struct Entry {
 
 impl Entry {
     fn applies(&self, hook: Hook, profile: &str, namespace: &str) -> bool {
-        hook.declared_in(self.component.info.hooks)
+        self.component.info.hooks.declares(hook)
             && (self.profiles.is_empty() || self.profiles.iter().any(|p| p == profile))
             && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
     }
@@ -395,17 +395,11 @@ impl Chain {
             .iter()
             .map(|e| {
                 let c = &e.component;
-                let mut hooks = Vec::new();
-                for h in [Hook::Pod, Hook::Pvc] {
-                    if h.declared_in(c.info.hooks) {
-                        hooks.push(h);
-                    }
-                }
                 PluginSummary {
                     name: c.name.to_string(),
                     plugin_name: c.info.name.clone(),
                     plugin_version: c.info.version.clone(),
-                    hooks,
+                    hooks: c.info.hooks.list(),
                     sha256: c.sha256.clone(),
                     from_cache: c.load.from_cache,
                     load_ms: c.load.duration.as_secs_f64() * 1e3,
@@ -414,15 +408,18 @@ impl Chain {
             .collect()
     }
 
-    /// Runs every applicable plugin on `object`, in order (see [`run_steps`]).
+    /// Runs every applicable plugin on `object`, in order (see [`run_steps`]),
+    /// until `cancel` says nobody waits for the result.
     pub fn shape<T: Shapeable>(
         &self,
         runtime: &Runtime,
         ctx: &SessionContext,
         object: T,
         guards: &Guards,
+        cancel: CancellationToken,
     ) -> Result<Shaped<T>, PolicyError> {
-        let chain = ChainDeadline::starting_now(runtime.chain_budget());
+        let chain = ChainDeadline::starting_now(runtime.chain_budget(), cancel);
+        let chain = &chain;
         let steps = self
             .entries
             .iter()
@@ -489,7 +486,21 @@ impl PolicyEngine {
         ctx: &SessionContext,
         object: T,
     ) -> Result<Shaped<T>, PolicyError> {
-        self.chain().shape(&self.runtime, ctx, object, &self.guards)
+        self.shape_cancellable(ctx, object, CancellationToken::new())
+    }
+
+    /// As [`shape`](Self::shape), for a caller that may go away: cancelling
+    /// `cancel` stops the running plugin at its next epoch tick or wait
+    /// (within about a tenth of the shortest deadline) and runs no other,
+    /// so an abandoned request gives its chain slot back at once.
+    pub fn shape_cancellable<T: Shapeable>(
+        &self,
+        ctx: &SessionContext,
+        object: T,
+        cancel: CancellationToken,
+    ) -> Result<Shaped<T>, PolicyError> {
+        self.chain()
+            .shape(&self.runtime, ctx, object, &self.guards, cancel)
     }
 
     pub fn chain(&self) -> Arc<Chain> {

@@ -2,9 +2,11 @@
 //! makes after every plugin, and hot reload of the whole chain.
 
 pub mod chain;
+pub mod context;
 pub mod guard;
 pub mod identity;
 pub mod runtime;
+pub mod v0_1;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{Chain, PolicyEngine, Shapeable, Shaped, Step, StepDiff, StepResult, run_steps};
+pub use context::{Hook, Hooks, PluginInfo, Rejection, SessionContext};
 pub use guard::{Guards, PodSecurity, Rule, Scope};
-pub use runtime::{Hook, Limits, Runtime, RuntimeOptions};
+pub use runtime::{Limits, Runtime, RuntimeOptions};
 
 /// One plugin in the operator's configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
@@ -139,6 +142,13 @@ pub enum LoadErrorKind {
     },
     #[error("cannot be linked (it imports something the host does not provide): {0}")]
     Link(String),
+    /// A policy function's type differs from the WIT version it exports.
+    #[error("was built from a different berth:policy WIT than it claims: {0}")]
+    Signature(String),
+    #[error(
+        "needs {needs_mib} MiB of linear memory before it runs; its memory_mb is {limit_mib} (raise memory_mb, or shrink the plugin's static data)"
+    )]
+    InitialMemory { needs_mib: u64, limit_mib: u64 },
 }
 
 /// A plugin failure. Every variant names the plugin.
@@ -157,6 +167,13 @@ pub enum PluginError {
     ChainBudget { plugin: String, budget: Duration },
     #[error("plugin {plugin:?} exceeded its memory limit of {limit} bytes")]
     MemoryExceeded { plugin: String, limit: usize },
+    /// The plugin held more host resources (WASI handles) than a call may.
+    #[error("plugin {plugin:?} held more host resources (WASI handles) at once than a call may")]
+    TooManyHandles { plugin: String },
+    /// The caller went away, so the call was stopped. Nobody sees this as an
+    /// answer; it is counted.
+    #[error("plugin {plugin:?} was stopped: its caller went away")]
+    Cancelled { plugin: String },
     #[error("plugin {plugin:?} returned {size} bytes, over its limit of {limit}")]
     OutputTooLarge {
         plugin: String,
@@ -207,6 +224,8 @@ impl PluginError {
             | PluginError::Timeout { plugin, .. }
             | PluginError::ChainBudget { plugin, .. }
             | PluginError::MemoryExceeded { plugin, .. }
+            | PluginError::TooManyHandles { plugin }
+            | PluginError::Cancelled { plugin }
             | PluginError::OutputTooLarge { plugin, .. }
             | PluginError::InvalidOutput { plugin, .. }
             | PluginError::IdentityViolation { plugin, .. }
@@ -227,6 +246,8 @@ impl PluginError {
             PluginError::Timeout { .. } => "timeout",
             PluginError::ChainBudget { .. } => "chain_budget",
             PluginError::MemoryExceeded { .. } => "memory",
+            PluginError::TooManyHandles { .. } => "handles",
+            PluginError::Cancelled { .. } => "cancelled",
             PluginError::OutputTooLarge { .. } => "output_too_large",
             PluginError::InvalidOutput { .. } => "invalid_output",
             PluginError::IdentityViolation { .. } => "identity",

@@ -1,6 +1,7 @@
 //! The wasmtime side of policy plugins: one engine, compiled components cached
 //! on disk, an `InstancePre` per plugin, and a fresh store and instance for
-//! every call so nothing leaks between sessions.
+//! every call so nothing leaks between sessions. The WIT-specific part of a
+//! call (bindings, records) is in the version's module, [`super::v0_1`].
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -10,26 +11,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, Linker, ResourceTable, ResourceTableError};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap,
+    Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::PluginError;
-
-wasmtime::component::bindgen!({
-    path: "../wit/v0.1.0",
-    world: "plugin",
-});
-
-pub use berth::policy::types::{Hooks, PluginInfo, Rejection, SessionContext};
+use super::context::{Hook, PluginInfo, Rejection, SessionContext};
+use super::v0_1;
+use super::{LoadErrorKind, PluginError};
 
 /// The WIT package this host implements, as it appears in export names.
 pub const WIT_PACKAGE: &str = "berth:policy";
-pub const WIT_VERSION: &str = "0.1.0";
-const POLICY_EXPORT: &str = "berth:policy/policy@0.1.0";
+pub const WIT_VERSION: &str = v0_1::VERSION;
 
 /// Engine-wide settings; per-plugin limits live in [`Limits`].
 #[derive(Clone, Debug)]
@@ -43,6 +39,10 @@ pub struct RuntimeOptions {
     /// Time one run of the whole chain may take; each plugin's deadline is
     /// cut to what is left of it.
     pub chain_budget: Duration,
+    /// Host resources (WASI handles: pollables, streams) one call may hold
+    /// at once. Each is host memory outside the plugin's `memory_mb`; a
+    /// policy needs a handful.
+    pub max_handles: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -52,6 +52,7 @@ impl Default for RuntimeOptions {
             max_instances: 64,
             max_memory_bytes: 256 << 20,
             chain_budget: DEFAULT_CHAIN_BUDGET,
+            max_handles: DEFAULT_MAX_HANDLES,
         }
     }
 }
@@ -60,18 +61,27 @@ impl Default for RuntimeOptions {
 /// take well under a millisecond), far below a client's patience.
 pub const DEFAULT_CHAIN_BUDGET: Duration = Duration::from_secs(2);
 
-/// When the chain run a call belongs to must be over.
-#[derive(Clone, Copy, Debug)]
+/// The default `max_handles`.
+pub const DEFAULT_MAX_HANDLES: usize = 1024;
+
+/// The chain run a call belongs to: when it must be over, and whether its
+/// caller has gone away.
+#[derive(Clone, Debug)]
 pub struct ChainDeadline {
     pub end: Instant,
     pub budget: Duration,
+    /// Cancelled when nobody waits for the result any more: the running
+    /// plugin is stopped at its next epoch tick or wait, and no further
+    /// plugin runs.
+    pub cancel: CancellationToken,
 }
 
 impl ChainDeadline {
-    pub fn starting_now(budget: Duration) -> ChainDeadline {
+    pub fn starting_now(budget: Duration, cancel: CancellationToken) -> ChainDeadline {
         ChainDeadline {
             end: Instant::now() + budget,
             budget,
+            cancel,
         }
     }
 }
@@ -135,10 +145,12 @@ pub struct CallState {
     logged_bytes: usize,
     logged_lines: usize,
     dropped_lines: usize,
-    /// When the call must be over. Epoch interruption ends running code;
-    /// waits in `wasi:io/poll` (a sleep, a clock subscription) are host code
-    /// that epochs cannot interrupt, so they are cut at this instant.
+    /// When the call must be over. Every epoch tick checks it while the
+    /// plugin runs; waits in `wasi:io/poll` (a sleep, a clock subscription)
+    /// are host code that epochs cannot interrupt, so they are cut at it.
     deadline: Instant,
+    /// The caller's cancellation, checked at the same points.
+    cancel: Option<CancellationToken>,
 }
 
 /// The `wasi:io/poll` interface this host links (wasmtime-wasi 48); guests
@@ -150,12 +162,27 @@ const WASI_POLL: &str = "wasi:io/poll@0.2.12";
 #[error("the plugin was still waiting (wasi:io/poll) at its deadline")]
 struct WaitedPastDeadline;
 
-/// Runs one of WASI's waits, but not past the call's deadline.
-fn wait_within<F: std::future::Future>(deadline: Instant, f: F) -> wasmtime::Result<F::Output> {
+/// The call's caller went away; the call was stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the caller went away")]
+struct CallCancelled;
+
+/// Runs one of WASI's waits, but not past the call's deadline nor past its
+/// caller's cancellation.
+fn wait_within<F: std::future::Future>(
+    deadline: Instant,
+    cancel: Option<CancellationToken>,
+    f: F,
+) -> wasmtime::Result<F::Output> {
     let left = deadline.saturating_duration_since(Instant::now());
+    let cancel = cancel.unwrap_or_default();
     // The timer is made inside the runtime `in_tokio` enters (or starts).
-    wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout(left, f).await })
-        .map_err(|_| wasmtime::Error::new(WaitedPastDeadline))
+    wasmtime_wasi::runtime::in_tokio(async move {
+        tokio::select! {
+            r = tokio::time::timeout(left, f) => r.map_err(|_| wasmtime::Error::new(WaitedPastDeadline)),
+            _ = cancel.cancelled() => Err(wasmtime::Error::new(CallCancelled)),
+        }
+    })
 }
 
 /// Replaces `poll` and `pollable.block` with versions bounded by the call's
@@ -171,16 +198,16 @@ fn bound_waits(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         |mut store: wasmtime::StoreContextMut<'_, CallState>,
          (list,): (Vec<Resource<DynPollable>>,)| {
             let state = store.data_mut();
-            let deadline = state.deadline;
-            wait_within(deadline, Host::poll(&mut state.table, list))?.map(|ready| (ready,))
+            let (deadline, cancel) = (state.deadline, state.cancel.clone());
+            wait_within(deadline, cancel, Host::poll(&mut state.table, list))?.map(|ready| (ready,))
         },
     )?;
     poll.func_wrap(
         "[method]pollable.block",
         |mut store: wasmtime::StoreContextMut<'_, CallState>, (p,): (Resource<DynPollable>,)| {
             let state = store.data_mut();
-            let deadline = state.deadline;
-            wait_within(deadline, HostPollable::block(&mut state.table, p))?
+            let (deadline, cancel) = (state.deadline, state.cancel.clone());
+            wait_within(deadline, cancel, HostPollable::block(&mut state.table, p))?
         },
     )?;
     linker.allow_shadowing(false);
@@ -221,9 +248,11 @@ pub fn plugin_text(message: &str) -> String {
     out
 }
 
-impl berth::policy::host::Host for CallState {
-    fn log(&mut self, level: berth::policy::host::Level, message: String) {
-        use berth::policy::host::Level;
+impl CallState {
+    /// A plugin's log line, attributed to it and to the request it serves
+    /// (the span the call runs in), within the call's log budget.
+    pub(super) fn log(&mut self, level: tracing::Level, message: String) {
+        use tracing::Level;
         if self.logged_lines >= LOG_BUDGET_LINES || self.logged_bytes >= LOG_BUDGET_BYTES {
             if self.dropped_lines == 0 {
                 tracing::warn!(
@@ -239,16 +268,14 @@ impl berth::policy::host::Host for CallState {
         let message = plugin_text(&message);
         let plugin = &*self.plugin;
         match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
+            Level::TRACE => tracing::trace!(plugin, "{message}"),
+            Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            Level::INFO => tracing::info!(plugin, "{message}"),
+            Level::WARN => tracing::warn!(plugin, "{message}"),
+            _ => tracing::error!(plugin, "{message}"),
         }
     }
 }
-
-impl berth::policy::types::Host for CallState {}
 
 /// Refuses memory growth past the plugin's cap and remembers that it did, so
 /// the resulting trap is reported as what it is.
@@ -294,7 +321,7 @@ pub struct LoadedComponent {
     pub sha256: String,
     pub limits: Limits,
     pub settings: String,
-    pre: PluginPre<CallState>,
+    pre: v0_1::Pre,
     /// How the component got here: compiled now or loaded from the cache.
     pub load: LoadStats,
 }
@@ -351,11 +378,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         bound_waits(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        Plugin::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| PluginError::Engine(e.to_string()))?;
+        v0_1::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -403,30 +426,36 @@ impl Runtime {
         limits: Limits,
     ) -> Result<LoadedComponent, PluginError> {
         let name: Arc<str> = Arc::from(name);
-        let err = |kind: super::LoadErrorKind| PluginError::Load {
+        let err = |kind: LoadErrorKind| PluginError::Load {
             plugin: name.to_string(),
             kind,
         };
-        let bytes = std::fs::read(path).map_err(|e| {
-            err(super::LoadErrorKind::Read(format!(
-                "{}: {e}",
-                path.display()
-            )))
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| err(LoadErrorKind::Read(format!("{}: {e}", path.display()))))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         if let Some(want) = expected_sha256
             && !want.eq_ignore_ascii_case(&sha256)
         {
-            return Err(err(super::LoadErrorKind::HashMismatch {
+            return Err(err(LoadErrorKind::HashMismatch {
                 expected: want.to_string(),
                 actual: sha256,
             }));
         }
         if limits.memory_bytes > self.options.max_memory_bytes {
-            return Err(err(super::LoadErrorKind::Invalid(format!(
-                "memory limit {} exceeds the engine maximum {}",
-                limits.memory_bytes, self.options.max_memory_bytes
+            return Err(err(LoadErrorKind::Invalid(format!(
+                "memory_mb {} exceeds the engine maximum of {} MiB",
+                limits.memory_bytes >> 20,
+                self.options.max_memory_bytes >> 20
             ))));
+        }
+        // Before compiling: wasmtime would refuse such a component only as
+        // "not valid" with the pool's limit in hex, or trap at first call.
+        let initial = initial_memory_bytes(&bytes).map_err(|m| err(LoadErrorKind::Invalid(m)))?;
+        if initial > limits.memory_bytes as u64 {
+            return Err(err(LoadErrorKind::InitialMemory {
+                needs_mib: initial.div_ceil(1 << 20),
+                limit_mib: (limits.memory_bytes >> 20) as u64,
+            }));
         }
         self.tick_nanos.fetch_min(
             tick_for(limits.deadline).as_nanos() as u64,
@@ -435,25 +464,20 @@ impl Runtime {
         let started = Instant::now();
         let (component, from_cache) = self
             .compile_cached(&bytes, &sha256)
-            .map_err(|m| err(super::LoadErrorKind::Invalid(m)))?;
+            .map_err(|m| err(LoadErrorKind::Invalid(m)))?;
         check_exports(&self.engine, &component).map_err(err)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| err(super::LoadErrorKind::Link(format!("{e:#}"))))?;
-        let pre =
-            PluginPre::new(pre).map_err(|e| err(super::LoadErrorKind::Link(format!("{e:#}"))))?;
+            .map_err(|e| err(LoadErrorKind::Link(format!("{e:#}"))))?;
+        let pre = v0_1::Pre::new(pre).map_err(|e| err(LoadErrorKind::Link(format!("{e:#}"))))?;
         let load = LoadStats {
             from_cache,
             duration: started.elapsed(),
         };
         let mut loaded = LoadedComponent {
             name: name.clone(),
-            info: PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                hooks: Hooks::empty(),
-            },
+            info: PluginInfo::default(),
             sha256,
             limits,
             settings,
@@ -461,15 +485,27 @@ impl Runtime {
             load,
         };
 
-        let (info, _) = self.call(&loaded, None, |p, store| p.call_info(store))?;
+        let mut store = self.new_store(&loaded, limits.deadline, None);
+        match loaded.pre.check_signatures(&mut store) {
+            Ok(()) => {}
+            Err(v0_1::SignatureCheck::Wrong(w)) => {
+                return Err(err(LoadErrorKind::Signature(w.to_string())));
+            }
+            Err(v0_1::SignatureCheck::Run(e)) => {
+                let exceeded = store.data().limiter.exceeded;
+                return Err(classify(&name, limits, exceeded, e));
+            }
+        }
+        drop(store);
+        let (info, _) = self.call(&loaded, None, |p, store| p.info(store))?;
         loaded.info = info;
         let settings = loaded.settings.clone();
         let (validated, _) = self.call(&loaded, None, |p, store| {
-            p.call_validate_settings(store, &settings)
+            p.validate_settings(store, &settings)
         })?;
         validated.map_err(|message| PluginError::Settings {
             plugin: name.to_string(),
-            message,
+            message: plugin_text(&message),
         })?;
         Ok(loaded)
     }
@@ -505,10 +541,17 @@ impl Runtime {
         Ok((component, false))
     }
 
-    fn new_store(&self, plugin: &LoadedComponent, deadline: Duration) -> Store<CallState> {
+    fn new_store(
+        &self,
+        plugin: &LoadedComponent,
+        deadline: Duration,
+        cancel: Option<CancellationToken>,
+    ) -> Store<CallState> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.options.max_handles);
         let state = CallState {
             wasi: WasiCtxBuilder::new().build(),
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryCap {
                 cap: plugin.limits.memory_bytes,
                 exceeded: false,
@@ -519,13 +562,24 @@ impl Runtime {
             logged_lines: 0,
             dropped_lines: 0,
             deadline: Instant::now() + deadline,
+            cancel,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let tick = self.tick_nanos.load(Ordering::Relaxed).max(1);
-        let ticks = (deadline.as_nanos() as u64).div_ceil(tick).max(1);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Every tick, while the plugin runs: stop it if its caller went away
+        // or its time is up. Ticks are a tenth of the shortest deadline, so
+        // this is a few checks per call.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return Err(wasmtime::Error::new(CallCancelled));
+            }
+            if Instant::now() >= state.deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
         store
     }
 
@@ -534,13 +588,15 @@ impl Runtime {
     fn call<R>(
         &self,
         plugin: &LoadedComponent,
-        chain: Option<ChainDeadline>,
-        f: impl FnOnce(
-            &exports::berth::policy::policy::Guest,
-            &mut Store<CallState>,
-        ) -> wasmtime::Result<R>,
+        chain: Option<&ChainDeadline>,
+        f: impl FnOnce(&v0_1::Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<(R, CallStats), PluginError> {
         let started = Instant::now();
+        if chain.is_some_and(|c| c.cancel.is_cancelled()) {
+            return Err(PluginError::Cancelled {
+                plugin: plugin.name.to_string(),
+            });
+        }
         let left = chain.map(|c| c.end.saturating_duration_since(started));
         let cut = left.is_some_and(|l| l < plugin.limits.deadline);
         let budget_spent = || PluginError::ChainBudget {
@@ -551,10 +607,10 @@ impl Runtime {
             return Err(budget_spent());
         }
         let deadline = left.map_or(plugin.limits.deadline, |l| l.min(plugin.limits.deadline));
-        let mut store = self.new_store(plugin, deadline);
+        let mut store = self.new_store(plugin, deadline, chain.map(|c| c.cancel.clone()));
         let instance = plugin.pre.instantiate(&mut store);
         let instantiated = Instant::now();
-        let result = instance.and_then(|instance| f(instance.berth_policy_policy(), &mut store));
+        let result = instance.and_then(|instance| f(&instance, &mut store));
         let ran = Instant::now();
         let limiter = &store.data().limiter;
         let (peak_memory_bytes, memory_exceeded) = (limiter.peak, limiter.exceeded);
@@ -600,11 +656,10 @@ impl Runtime {
         hook: Hook,
         ctx: &SessionContext,
         object: &str,
-        chain: Option<ChainDeadline>,
+        chain: Option<&ChainDeadline>,
     ) -> Result<(Result<String, Rejection>, CallStats), PluginError> {
-        let (result, stats) = self.call(plugin, chain, |p, store| match hook {
-            Hook::Pod => p.call_shape_pod(store, &plugin.settings, ctx, object),
-            Hook::Pvc => p.call_shape_pvc(store, &plugin.settings, ctx, object),
+        let (result, stats) = self.call(plugin, chain, |p, store| {
+            p.shape(store, hook, &plugin.settings, ctx, object)
         })?;
         if let Ok(out) = &result
             && out.len() > plugin.limits.max_output_bytes
@@ -616,24 +671,6 @@ impl Runtime {
             });
         }
         Ok((result, stats))
-    }
-}
-
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Hook {
-    Pod,
-    Pvc,
-}
-
-impl Hook {
-    pub fn declared_in(self, hooks: Hooks) -> bool {
-        match self {
-            Hook::Pod => hooks.contains(Hooks::POD),
-            Hook::Pvc => hooks.contains(Hooks::PVC),
-        }
     }
 }
 
@@ -656,6 +693,17 @@ fn classify(
             deadline: limits.deadline,
         };
     }
+    if e.downcast_ref::<CallCancelled>().is_some() {
+        return PluginError::Cancelled { plugin };
+    }
+    if e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    }) {
+        return PluginError::TooManyHandles { plugin };
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginError::Timeout {
             plugin,
@@ -667,7 +715,8 @@ fn classify(
             tracing::warn!(plugin = %plugin, "plugin trapped: {e:?}");
             let message = match other {
                 Some(trap) => trap.to_string(),
-                None => e.to_string(),
+                // The outermost context is the backtrace; the cause says why.
+                None => e.root_cause().to_string(),
             };
             PluginError::Trap {
                 plugin,
@@ -677,23 +726,40 @@ fn classify(
     }
 }
 
+/// The largest initial linear memory of any core module in a component, in
+/// bytes: what every instance of it costs before it runs a line of code.
+fn initial_memory_bytes(bytes: &[u8]) -> Result<u64, String> {
+    let mut largest = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| e.to_string())?;
+        if let wasmparser::Payload::MemorySection(memories) = payload {
+            for memory in memories {
+                let memory = memory.map_err(|e| e.to_string())?;
+                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                largest = largest.max(memory.initial.saturating_mul(page));
+            }
+        }
+    }
+    Ok(largest)
+}
+
 /// Checks that the component exports this host's policy interface, and says
 /// which version it targets when it does not.
-fn check_exports(engine: &Engine, component: &Component) -> Result<(), super::LoadErrorKind> {
+fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadErrorKind> {
     let ty = component.component_type();
     let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    if names.iter().any(|n| n == POLICY_EXPORT) {
+    if names.iter().any(|n| n == v0_1::POLICY_EXPORT) {
         return Ok(());
     }
     let prefix = format!("{WIT_PACKAGE}/policy@");
     if let Some(other) = names.iter().find_map(|n| n.strip_prefix(&prefix)) {
-        return Err(super::LoadErrorKind::WitVersion {
+        return Err(LoadErrorKind::WitVersion {
             found: other.to_string(),
             supported: WIT_VERSION.to_string(),
         });
     }
-    Err(super::LoadErrorKind::MissingExport {
-        expected: POLICY_EXPORT.to_string(),
+    Err(LoadErrorKind::MissingExport {
+        expected: v0_1::POLICY_EXPORT.to_string(),
         found: names,
     })
 }
