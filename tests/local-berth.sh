@@ -28,6 +28,8 @@ cat >&2 <<MSG
 
 Berth is starting on http://127.0.0.1:$port (namespace bay, plugins: restricted, scheduling, resources).
 Token: $token   (also in $cluster_dir/token)
+Ready (plugins compiled, isolation applied) when this says "ready":
+  curl -s http://127.0.0.1:$port/readyz
 Try:
   curl -s -H "Authorization: Bearer $token" http://127.0.0.1:$port/v1/plugins
   curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \\

@@ -210,6 +210,8 @@ fn main() {
         );
     }
 
+    host_memory_per_call(&cache);
+
     // The chain, fresh instance per call.
     let engine = PolicyEngine::new(
         Runtime::new(opts(Some(cache))).unwrap(),
@@ -399,6 +401,94 @@ fn main() {
     println!(
         "wasm chain throughput: {:.0} Pods/s on one thread",
         1e6 / wasm.p50
+    );
+}
+
+/// Resident set size of this process, bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The most this process's RSS rose above where it started while `f` ran,
+/// sampled every millisecond, in MiB.
+fn rss_rise_mib(f: impl FnOnce()) -> f64 {
+    let base = rss();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            peak.max(rss())
+        })
+    };
+    f();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    peak.saturating_sub(base) as f64 / f64::from(1 << 20)
+}
+
+/// Host memory a call costs outside the plugin's linear memory: 16 calls at
+/// once of a plugin that takes WASI handles and never drops them, with the
+/// host's cap and with wasmtime's default table size (the "before").
+fn host_memory_per_call(cache: &std::path::Path) {
+    const CALLS: usize = 16;
+    let (pod, ctx, _) = realistic();
+    let text = serde_json::to_string(&pod).unwrap();
+    let run = |max_handles: usize| {
+        let rt = Runtime::new(RuntimeOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            max_instances: CALLS as u32,
+            max_memory_bytes: 64 << 20,
+            max_handles,
+            ..RuntimeOptions::default()
+        })
+        .unwrap();
+        let limits = Limits {
+            deadline: std::time::Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let plugin = rt
+            .load(
+                "handles",
+                &wasm("berth_fixture_hostile"),
+                None,
+                json!({ "mode": "handles" }).to_string(),
+                limits,
+            )
+            .unwrap();
+        let mut outcome = String::new();
+        let rise = rss_rise_mib(|| {
+            std::thread::scope(|s| {
+                let calls: Vec<_> = (0..CALLS)
+                    .map(|_| s.spawn(|| rt.shape(&plugin, Hook::Pod, &ctx, &text).err()))
+                    .collect();
+                for c in calls {
+                    outcome = c
+                        .join()
+                        .unwrap()
+                        .map(|e| e.reason().to_string())
+                        .unwrap_or_default();
+                }
+            })
+        });
+        (rise / CALLS as f64, outcome)
+    };
+    let (capped, why_capped) = run(berth::plugin::runtime::DEFAULT_MAX_HANDLES);
+    let (uncapped, why_uncapped) = run(1_000_000);
+    println!(
+        "host memory per call, {CALLS} at once, a plugin hoarding WASI handles: {capped:.2} MiB with max_handles {} (ends: {why_capped}) vs {uncapped:.2} MiB with wasmtime's default (ends: {why_uncapped}); ratio {:.3}",
+        berth::plugin::runtime::DEFAULT_MAX_HANDLES,
+        capped / uncapped
     );
 }
 

@@ -153,6 +153,11 @@ pub struct Config {
     /// file's directory); not read from the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The `berth` binary that compiles plugins in a child process (see
+    /// `RuntimeOptions::compiler`); set by `berth serve` to itself, not read
+    /// from the file. `None`: compile in this process.
+    #[serde(skip)]
+    pub plugin_compiler: Option<PathBuf>,
 }
 
 impl Config {
@@ -194,6 +199,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             max_body_bytes: 1 << 20,
             base_dir: PathBuf::from("."),
+            plugin_compiler: None,
         }
     }
 }

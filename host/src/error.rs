@@ -24,8 +24,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Timeout(String),
-    /// Every policy chain slot stayed busy for the whole queue timeout:
-    /// backpressure, not any plugin's fault. Retry after a moment.
+    /// Every policy chain slot stayed busy for the whole queue timeout, or
+    /// the plugins are still loading: backpressure, not any plugin's fault.
+    /// Retry after a moment.
     #[error("{0}")]
     Overloaded(String),
     /// Berth is shutting down and cut a wait short: retry on another

@@ -42,6 +42,19 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Compile a plugin component read from stdin into a cache artifact:
+    /// what `serve` runs as a child process, so the compiler's memory is
+    /// returned when it exits. The options must match the server's.
+    #[command(hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        max_instances: u32,
+        #[arg(long)]
+        max_memory_bytes: usize,
+        /// Where the artifact goes (written atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Plugin author tools.
     Plugin {
         #[command(subcommand)]
@@ -189,6 +202,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let mut cfg = load(config.as_deref())?;
             init_tracing(cfg.log_format);
+            cfg.plugin_compiler = std::env::current_exe().ok();
             if let Some(path) = cfg.ensure_token()? {
                 tracing::warn!(path = %path.display(), "no API tokens configured; generated one");
             }
@@ -320,6 +334,34 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::CompilePlugin {
+            max_instances,
+            max_memory_bytes,
+            out,
+        } => {
+            use std::io::Read;
+            let compiled = (|| {
+                let mut wasm = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut wasm)
+                    .map_err(|e| format!("reading the component from stdin: {e}"))?;
+                let options = berth::plugin::RuntimeOptions {
+                    max_instances,
+                    max_memory_bytes,
+                    ..Default::default()
+                };
+                let artifact = berth::plugin::runtime::precompile(&options, &wasm)?;
+                let dir = out.parent().unwrap_or(std::path::Path::new("."));
+                berth::plugin::runtime::write_artifact(dir, &out, &artifact)
+                    .map_err(|e| format!("writing {}: {e}", out.display()))
+            })();
+            if let Err(e) = compiled {
+                // One line: the server reports it as the plugin's load error.
+                eprintln!("{}", e.replace('\n', " "));
                 std::process::exit(1);
             }
             Ok(())

@@ -39,6 +39,13 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLoadLabels {
+    pub plugin: String,
+    /// `compiled` or `cache`.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginFailureLabels {
     pub plugin: String,
     pub reason: String,
@@ -64,6 +71,10 @@ pub struct Metrics {
     pub plugin_queue_wait_seconds: Histogram,
     /// Requests answered 503 `overloaded` after the whole queue timeout.
     pub plugin_queue_rejections: Counter,
+    /// Seconds the last load of each plugin took (compile or cached load).
+    pub plugin_load_seconds: Family<PluginLoadLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The plugin generation serving (0 until the first load is in).
+    pub plugin_generation: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +101,18 @@ impl Metrics {
         let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
         let policy_denials = Family::<PluginLabels, Counter>::default();
         let pod_watch_events = Family::<OutcomeLabels, Counter>::default();
+        let plugin_load_seconds = Family::default();
+        let plugin_generation = Gauge::default();
+        registry.register(
+            "plugin_load_seconds",
+            "Seconds the last load of each plugin took, by source (compiled or cache)",
+            plugin_load_seconds.clone(),
+        );
+        registry.register(
+            "plugin_generation",
+            "The plugin generation serving; 0 until the first load is in",
+            plugin_generation.clone(),
+        );
         registry.register(
             "http_requests",
             "API requests by route and status",
@@ -155,6 +178,8 @@ impl Metrics {
             plugin_failures,
             policy_denials,
             pod_watch_events,
+            plugin_load_seconds,
+            plugin_generation,
         }
     }
 
@@ -190,6 +215,20 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// Records a generation that went live: its number and how long each
+    /// plugin took to load.
+    pub fn plugins_loaded(&self, chain: &crate::plugin::Chain) {
+        self.plugin_generation.set(chain.generation as i64);
+        for p in chain.summaries() {
+            self.plugin_load_seconds
+                .get_or_create(&PluginLoadLabels {
+                    plugin: p.name,
+                    source: if p.from_cache { "cache" } else { "compiled" }.into(),
+                })
+                .set(p.load_ms / 1e3);
+        }
     }
 
     pub fn denied(&self, plugin: &str) {

@@ -16,6 +16,13 @@ use crate::plugin::{PolicyEngine, Runtime, RuntimeOptions};
 
 /// Loads the plugins of `config` into a fresh engine.
 pub fn policy_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
+    let engine = pending_engine(config)?;
+    engine.reload(&config.plugins, &config.base_dir)?;
+    Ok(engine)
+}
+
+/// The engine for `config`, with no plugins loaded yet.
+fn pending_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(config.plugin_cache_dir()),
         max_instances: config.plugin_max_instances,
@@ -27,9 +34,10 @@ pub fn policy_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
             .unwrap_or(64 << 20)
             .max(64 << 20),
         chain_budget: std::time::Duration::from_millis(config.plugin_chain_budget_ms),
+        compiler: config.plugin_compiler.clone(),
         ..RuntimeOptions::default()
     })?;
-    Ok(PolicyEngine::new(runtime, &config.plugins, &config.base_dir)?.with_guards(config.guards()))
+    Ok(PolicyEngine::pending(runtime).with_guards(config.guards()))
 }
 
 /// How long a client has to send a request's headers. hyper times the wait
@@ -51,6 +59,16 @@ pub struct Running {
     /// Notify to stop accepting connections and drain: in-flight requests
     /// (a `start` may be waiting for its Pod) get `shutdown_grace_s`.
     pub shutdown: Arc<tokio::sync::Notify>,
+    /// The first plugin load, running in the background: its generation,
+    /// or why it failed (then `berth serve` exits).
+    pub plugins: tokio::task::JoinHandle<Result<u64, crate::plugin::PluginError>>,
+}
+
+impl Running {
+    /// Waits for the first plugin load; its generation.
+    pub async fn plugins_loaded(&mut self) -> anyhow::Result<u64> {
+        Ok((&mut self.plugins).await??)
+    }
 }
 
 /// Starts serving on `listener`; returns once the server accepts requests.
@@ -63,16 +81,31 @@ pub async fn start(
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    let engine = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || policy_engine(&config)
-    })
-    .await??;
+    let engine = Arc::new(pending_engine(&config)?);
     let client = driver::kube_client(&config)
         .await
         .context("building the Kubernetes client")?;
     let metrics = Arc::new(Metrics::new());
-    let driver = Driver::new(client, config.clone(), Arc::new(engine), metrics.clone());
+    let driver = Driver::new(client, config.clone(), engine.clone(), metrics.clone());
+    // Compiling a cold plugin cache takes seconds; serving (and probes)
+    // start at once, unready until the first generation is in. Reloads
+    // queue behind this load.
+    let plugins = tokio::task::spawn_blocking({
+        let (config, metrics) = (config.clone(), metrics.clone());
+        move || {
+            let started = std::time::Instant::now();
+            let generation = engine.reload(&config.plugins, &config.base_dir)?;
+            let chain = engine.chain();
+            metrics.plugins_loaded(&chain);
+            tracing::info!(
+                generation,
+                plugins = chain.summaries().len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "plugins loaded"
+            );
+            Ok(generation)
+        }
+    });
     let state = Arc::new(AppState {
         driver,
         metrics,
@@ -102,6 +135,7 @@ pub async fn start(
         handle,
         state,
         shutdown,
+        plugins,
     })
 }
 
@@ -196,8 +230,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let running = start(config, config_path, listener).await?;
-    let chain = running.state.driver.policy().chain();
-    tracing::info!(addr = %running.addr, plugins = chain.summaries().len(), generation = chain.generation, "berth serving");
+    tracing::info!(addr = %running.addr, "berth serving; loading plugins");
     let state = running.state.clone();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -221,10 +254,22 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut handle = running.handle;
-    tokio::select! {
-        r = &mut handle => { r??; return Ok(()); }
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
-        _ = term.recv() => tracing::info!("terminated; draining"),
+    let mut plugins = running.plugins;
+    let mut loading = true;
+    loop {
+        tokio::select! {
+            // A replica that cannot load its plugins can serve nothing: exit
+            // with the reason, loudly, rather than stay up unready.
+            r = &mut plugins, if loading => {
+                r?.context("loading the plugins")?;
+                loading = false;
+                continue;
+            }
+            r = &mut handle => { r??; return Ok(()); }
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
+            _ = term.recv() => tracing::info!("terminated; draining"),
+        }
+        break;
     }
     running.shutdown.notify_one();
     handle.await??;

@@ -1239,9 +1239,10 @@ async fn unreachable_api_server_is_kubernetes_unavailable() {
     config.network_policy.enabled = false;
     config.plugin_cache_dir = Some(repo_root().join("target/berth-test-plugin-cache"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = berth::server::start(config, None, listener)
+    let mut running = berth::server::start(config, None, listener)
         .await
         .expect("starts without touching the API server");
+    running.plugins_loaded().await.expect("no plugins to load");
     let base = format!("http://{}", running.addr);
     let http = reqwest::Client::new();
     let resp = http

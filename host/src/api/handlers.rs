@@ -286,11 +286,12 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the API server answers.
-/// Ready when the API server answers within `READYZ_DEADLINE` and the
-/// session isolation NetworkPolicy is applied; a 503 names what is missing.
+/// Ready when the plugins are loaded, the API server answers within
+/// `READYZ_DEADLINE` and the session isolation NetworkPolicy is applied; a
+/// 503 names what is missing (e.g. the plugin being compiled).
 pub async fn readyz(State(s): State<Shared>) -> Result<&'static str> {
     let checks = async {
+        s.driver.plugins_ready()?;
         s.driver.ping().await?;
         s.driver.ensure_isolation().await
     };

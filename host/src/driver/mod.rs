@@ -200,6 +200,7 @@ impl Driver {
     where
         T: Shapeable + Send + 'static,
     {
+        self.plugins_ready()?;
         let slot = self.chain_slot().await?;
         let policy = self.policy.clone();
         let metrics = self.metrics.clone();
@@ -235,6 +236,7 @@ impl Driver {
     /// while it runs: it cannot take the CPUs from the requests being
     /// served, and waits its turn like them.
     pub async fn reload_plugins(&self, plugins: Vec<crate::plugin::PluginConfig>) -> Result<u64> {
+        self.plugins_ready()?;
         let slot = self.chain_slot().await?;
         let base = self.config.base_dir.clone();
         let policy = self.policy.clone();
@@ -245,6 +247,15 @@ impl Driver {
         .await
         .map_err(|e| Error::Internal(format!("reload task failed: {e}")))?
         .map_err(Error::PluginFailed)
+    }
+
+    /// `overloaded` (retry shortly) until the first plugin generation is in:
+    /// a replica that is still compiling its plugins shapes nothing.
+    pub fn plugins_ready(&self) -> Result<()> {
+        match self.policy.waiting_for() {
+            None => Ok(()),
+            Some(what) => Err(Error::Overloaded(format!("not ready: {what}"))),
+        }
     }
 
     /// Waits for a free chain slot, up to `plugin_queue_timeout_ms`. Chains

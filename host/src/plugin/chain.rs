@@ -345,12 +345,15 @@ impl Chain {
         }
     }
 
-    /// Loads every configured plugin; any failure fails the whole generation.
+    /// Loads every configured plugin, one after the other (so at most one
+    /// compiles at a time); any failure fails the whole generation.
+    /// `progress` hears what is being loaded, e.g. `plugin "x" (2 of 3)`.
     pub fn load(
         runtime: &Runtime,
         configs: &[PluginConfig],
         base_dir: &Path,
         generation: u64,
+        progress: &dyn Fn(String),
     ) -> Result<Chain, PluginError> {
         let mut ordered: Vec<&PluginConfig> = configs.iter().collect();
         ordered.sort_by_key(|c| c.order);
@@ -371,6 +374,12 @@ impl Chain {
             };
             let settings = serde_json::to_string(&c.settings)
                 .map_err(|e| PluginError::Config(e.to_string()))?;
+            progress(format!(
+                "loading plugin {:?} ({} of {})",
+                c.name,
+                i + 1,
+                ordered.len()
+            ));
             let component =
                 runtime.load(&c.name, &path, c.sha256.as_deref(), settings, c.limits())?;
             tracing::info!(
@@ -444,23 +453,44 @@ pub struct PolicyEngine {
     next_generation: AtomicU64,
     last_error: RwLock<Option<String>>,
     reloading: std::sync::Mutex<()>,
+    /// What the first load is doing, until a generation is in.
+    loading: RwLock<Option<String>>,
 }
 
 impl PolicyEngine {
+    /// An engine with `configs` loaded: generation 1.
     pub fn new(
         runtime: Runtime,
         configs: &[PluginConfig],
         base_dir: &Path,
     ) -> Result<Self, PluginError> {
-        let chain = Chain::load(&runtime, configs, base_dir, 1)?;
-        Ok(PolicyEngine {
+        let engine = PolicyEngine::pending(runtime);
+        engine.reload(configs, base_dir)?;
+        Ok(engine)
+    }
+
+    /// An engine with no generation yet: it shapes nothing until
+    /// [`reload`](Self::reload) brings the first one in (which `berth serve`
+    /// does in the background, so it answers probes while compiling).
+    pub fn pending(runtime: Runtime) -> Self {
+        PolicyEngine {
             runtime,
             guards: Guards::default(),
-            current: RwLock::new(Arc::new(chain)),
-            next_generation: AtomicU64::new(2),
+            current: RwLock::new(Arc::new(Chain::empty())),
+            next_generation: AtomicU64::new(1),
             last_error: RwLock::new(None),
             reloading: std::sync::Mutex::new(()),
-        })
+            loading: RwLock::new(Some("waiting to load the plugins".into())),
+        }
+    }
+
+    /// What the engine waits for before it can shape anything (e.g.
+    /// `loading plugin "x" (2 of 3)`); `None` once a generation is in.
+    pub fn waiting_for(&self) -> Option<String> {
+        self.loading
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The same engine holding every chain to `guards` (label prefix,
@@ -529,15 +559,27 @@ impl PolicyEngine {
     pub fn reload(&self, configs: &[PluginConfig], base_dir: &Path) -> Result<u64, PluginError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        match Chain::load(&self.runtime, configs, base_dir, generation) {
+        // Until a generation is in, the engine says what it is loading.
+        let first = self.chain().generation == 0;
+        let progress = |what: String| {
+            if first {
+                *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
+            }
+        };
+        match Chain::load(&self.runtime, configs, base_dir, generation, &progress) {
             Ok(chain) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
+                *self.loading.write().unwrap_or_else(|p| p.into_inner()) = None;
                 *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
                 tracing::info!(generation, "plugin generation swapped in");
                 Ok(generation)
             }
             Err(e) => {
                 tracing::error!(generation, error = %e, "plugin reload failed; keeping the current generation");
+                if first {
+                    *self.loading.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("the plugins failed to load: {e}"));
+                }
                 *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 Err(e)
             }

@@ -43,6 +43,12 @@ pub struct RuntimeOptions {
     /// at once. Each is host memory outside the plugin's `memory_mb`; a
     /// policy needs a handful.
     pub max_handles: usize,
+    /// The `berth` binary to compile plugins with, in a child process
+    /// (`berth compile-plugin`) that writes the cache: Cranelift's few
+    /// hundred MB go back to the system when the child exits instead of
+    /// staying in this process's heap. Needs `cache_dir`. `None` compiles
+    /// in this process (the offline tools, library tests).
+    pub compiler: Option<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -53,6 +59,7 @@ impl Default for RuntimeOptions {
             max_memory_bytes: 256 << 20,
             chain_budget: DEFAULT_CHAIN_BUDGET,
             max_handles: DEFAULT_MAX_HANDLES,
+            compiler: None,
         }
     }
 }
@@ -115,6 +122,45 @@ const MAX_TICK: Duration = Duration::from_millis(10);
 
 fn tick_for(deadline: Duration) -> Duration {
     (deadline / 10).clamp(MIN_TICK, MAX_TICK)
+}
+
+/// The engine configuration for `options`. A compiled plugin is valid only
+/// for an engine configured exactly alike, so the compiling child process
+/// builds its engine here too.
+fn engine_config(options: &RuntimeOptions) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Guests are small policy functions; a deep stack only helps runaway recursion.
+    config.max_wasm_stack(256 << 10);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(options.max_instances);
+    pool.total_core_instances(options.max_instances * 8);
+    pool.total_memories(options.max_instances * 2);
+    pool.total_tables(options.max_instances * 4);
+    pool.total_stacks(options.max_instances);
+    pool.max_memory_size(options.max_memory_bytes);
+    // Keeping the first pages resident makes the next instantiation in
+    // the same slot skip page faults: measured to roughly halve call time.
+    pool.linear_memory_keep_resident(1 << 20);
+    // Resetting a slot then touches only the pages the last call dirtied
+    // (Linux 6.7+, else a full reset). This is what lets plugins start with
+    // enough memory that they never grow it: growing costs an mprotect and
+    // page faults per call, measured at a quarter of a call.
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
+    pool.table_keep_resident(64 << 10);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Compiles a component for an engine configured by `options`: what
+/// `berth compile-plugin` runs in the child process. Returns the artifact
+/// `Component::deserialize` takes.
+pub fn precompile(options: &RuntimeOptions, wasm: &[u8]) -> Result<Vec<u8>, String> {
+    let engine = Engine::new(&engine_config(options)).map_err(|e| format!("{e:#}"))?;
+    engine
+        .precompile_component(wasm)
+        .map_err(|e| format!("{e:#}"))
 }
 
 pub struct Runtime {
@@ -350,29 +396,8 @@ pub struct CallStats {
 
 impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Self, PluginError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        // Guests are small policy functions; a deep stack only helps runaway recursion.
-        config.max_wasm_stack(256 << 10);
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(options.max_instances);
-        pool.total_core_instances(options.max_instances * 8);
-        pool.total_memories(options.max_instances * 2);
-        pool.total_tables(options.max_instances * 4);
-        pool.total_stacks(options.max_instances);
-        pool.max_memory_size(options.max_memory_bytes);
-        // Keeping the first pages resident makes the next instantiation in
-        // the same slot skip page faults: measured to roughly halve call time.
-        pool.linear_memory_keep_resident(1 << 20);
-        // Resetting a slot then touches only the pages the last call dirtied
-        // (Linux 6.7+, else a full reset). This is what lets plugins start with
-        // enough memory that they never grow it: growing costs an mprotect and
-        // page faults per call, measured at a quarter of a call.
-        pool.pagemap_scan(wasmtime::Enabled::Auto);
-        pool.table_keep_resident(64 << 10);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let engine = Engine::new(&engine_config(&options))
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -534,11 +559,68 @@ impl Runtime {
                 }
             }
         }
+        if let Some(compiler) = &self.options.compiler {
+            self.compile_in_child(compiler, bytes, &path)?;
+            let artifact = std::fs::read(&path)
+                .map_err(|e| format!("reading the compiled plugin {}: {e}", path.display()))?;
+            // SAFETY: as above; the child is this same binary, which wrote it
+            // with an engine configured by the same options.
+            return unsafe { Component::deserialize(&self.engine, &artifact) }
+                .map(|c| (c, false))
+                .map_err(|e| format!("the compiled plugin is unusable: {e:#}"));
+        }
         let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
-        if let Err(e) = write_artifact(dir, &path, &component) {
+        if let Err(e) = write_artifact(
+            dir,
+            &path,
+            &component.serialize().map_err(|e| format!("{e:#}"))?,
+        ) {
             tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
         }
         Ok((component, false))
+    }
+
+    /// Runs `compiler compile-plugin` with the component on stdin; the child
+    /// writes the artifact to `out` (atomically) and exits. Its error, if
+    /// any, is the last line it wrote to stderr.
+    fn compile_in_child(&self, compiler: &Path, bytes: &[u8], out: &Path) -> Result<(), String> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let started = Instant::now();
+        let mut child = Command::new(compiler)
+            .arg("compile-plugin")
+            .arg("--max-instances")
+            .arg(self.options.max_instances.to_string())
+            .arg("--max-memory-bytes")
+            .arg(self.options.max_memory_bytes.to_string())
+            .arg("--out")
+            .arg(out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the compiler {}: {e}", compiler.display()))?;
+        // A child that exits early closes its stdin; its stderr says why.
+        let fed = child.stdin.take().map(|mut stdin| stdin.write_all(bytes));
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for the compiler: {e}"))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            return Err(last.map_or_else(
+                || format!("the compiler exited with {}", output.status),
+                |l| l.trim_start_matches("Error: ").to_string(),
+            ));
+        }
+        if let Some(Err(e)) = fed {
+            return Err(format!("feeding the compiler: {e}"));
+        }
+        tracing::info!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "plugin compiled in a child process"
+        );
+        Ok(())
     }
 
     fn new_store(
@@ -764,11 +846,9 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError
     })
 }
 
-fn write_artifact(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
+/// Writes a compiled artifact to the cache at `path`, atomically.
+pub fn write_artifact(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
     // Write then rename, so a concurrent reader never sees half a file.
     // Unique per writer (process and call), so two threads compiling the
     // same plugin never write into one temporary file.

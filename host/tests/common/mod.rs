@@ -317,11 +317,13 @@ pub struct TestServer {
 impl TestServer {
     /// A client for a Berth already serving at `base` (e.g. a `berth serve`
     /// process), once its `/healthz` answers.
+    /// The server at `base`, once ready (plugins loaded, API server
+    /// answering, isolation applied).
     pub async fn at(base: &str, ns: &str) -> TestServer {
         let http = reqwest::Client::new();
-        for _ in 0..300 {
+        for _ in 0..600 {
             if http
-                .get(format!("{base}/healthz"))
+                .get(format!("{base}/readyz"))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
@@ -335,7 +337,7 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("berth at {base} did not come up in 30 s");
+        panic!("berth at {base} was not ready in 60 s");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -403,9 +405,10 @@ pub async fn berth_with(
     tweak(&mut config);
     config.validate().expect("valid test config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = berth::server::start(config, None, listener)
+    let mut running = berth::server::start(config, None, listener)
         .await
         .expect("berth starts");
+    running.plugins_loaded().await.expect("plugins load");
     TestServer {
         base: format!("http://{}", running.addr),
         http: reqwest::Client::new(),
