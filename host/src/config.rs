@@ -137,6 +137,10 @@ pub struct Config {
     /// 503 `overloaded` (with `Retry-After`). The wait does not count against
     /// any plugin's deadline.
     pub plugin_queue_timeout_ms: u64,
+    /// Compile plugins in a child process of `berth serve` (the default), so
+    /// the compiler's few hundred MB are returned when it exits; `false`
+    /// compiles in the server, which keeps that memory.
+    pub plugin_compile_in_child: bool,
     /// Time one run of the whole policy chain may take, in milliseconds;
     /// each plugin's deadline is cut to what is left of it.
     pub plugin_chain_budget_ms: u64,
@@ -194,6 +198,7 @@ impl Default for Config {
             plugin_concurrency: None,
             plugin_queue_timeout_ms: 2000,
             plugin_chain_budget_ms: 2000,
+            plugin_compile_in_child: true,
             network_policy: NetworkPolicyConfig::default(),
             pod_security: crate::plugin::PodSecurity::Baseline,
             log_format: LogFormat::Text,
@@ -241,6 +246,7 @@ const ENV_KEYS: &[&str] = &[
     "plugin_concurrency",
     "plugin_queue_timeout_ms",
     "plugin_chain_budget_ms",
+    "plugin_compile_in_child",
     "pod_security",
     "log_format",
     "max_body_bytes",

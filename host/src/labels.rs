@@ -8,8 +8,7 @@ const MAX_LABEL_VALUE: usize = 63;
 /// The rules below as JSON Schema patterns, for the OpenAPI document. The
 /// validators here enforce exactly these (with messages that say which rule
 /// failed); `tests::patterns_agree_with_the_validators` holds them together.
-pub const NAME_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A non-empty label value.
 pub const VALUE_PATTERN: &str = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
 /// A label value, possibly empty.
@@ -113,14 +112,23 @@ pub fn validate_dns_label(v: &str) -> Result<(), String> {
 }
 
 /// An RFC 1123 subdomain: what Pod and PVC names must be.
+/// A Kubernetes object name (RFC 1123 subdomain as Kubernetes checks it:
+/// up to 253 characters, no limit per dot-separated part).
 pub fn validate_dns_subdomain(v: &str) -> Result<(), String> {
     if v.is_empty() || v.len() > 253 {
         return Err(format!("{v:?} must be 1 to 253 characters"));
     }
-    for part in v.split('.') {
-        validate_dns_label(part).map_err(|_| {
-            format!("{v:?} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', alphanumeric at both ends)")
-        })?;
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    if !v.split('.').all(part_ok) {
+        return Err(format!(
+            "{v:?} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', alphanumeric at both ends)"
+        ));
     }
     Ok(())
 }
@@ -217,6 +225,9 @@ mod tests {
             "Ab.c_d-e",
             &"a".repeat(63),
             &"a".repeat(64),
+            &format!("bay-session-{}", "a".repeat(63)),
+            &"a".repeat(253),
+            &"a".repeat(254),
         ] {
             assert_eq!(
                 name.is_match(v) && v.len() <= 253,
@@ -235,6 +246,9 @@ mod tests {
     #[test]
     fn names() {
         assert!(validate_dns_subdomain("bay-session-s1").is_ok());
+        // A 63-character session id (the most a label value holds) makes a
+        // 75-character Pod name, which Kubernetes accepts.
+        assert!(validate_dns_subdomain(&format!("bay-session-{}", "a".repeat(63))).is_ok());
         assert!(validate_dns_subdomain("Bay").is_err());
         assert!(validate_dns_label("a.b").is_err());
         assert!(validate_label_key("bay.session_id").is_ok());

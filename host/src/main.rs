@@ -202,7 +202,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let mut cfg = load(config.as_deref())?;
             init_tracing(cfg.log_format);
-            cfg.plugin_compiler = std::env::current_exe().ok();
+            if cfg.plugin_compile_in_child {
+                cfg.plugin_compiler = Some(
+                    std::env::current_exe()
+                        .context("finding this binary to compile plugins with")?,
+                );
+            }
             if let Some(path) = cfg.ensure_token()? {
                 tracing::warn!(path = %path.display(), "no API tokens configured; generated one");
             }

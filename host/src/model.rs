@@ -258,7 +258,7 @@ pub struct Cargo {
     pub id: String,
     /// The PVC name (Bay's `driver_ref`).
     #[schema(
-        pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         max_length = 253
     )]
     pub driver_ref: String,

@@ -997,6 +997,36 @@ async fn a_caller_that_hangs_up_gives_its_chain_slot_back() {
 }
 
 #[tokio::test]
+async fn the_longest_session_id_bay_can_store_makes_a_pod() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "longid", &[]).await;
+    let b = berth(&ns, vec![]).await;
+    // 63 characters, the most a label value holds: the Pod is named with 75,
+    // which Kubernetes accepts (no 63-character limit per name segment).
+    let id = format!("{:a<63}", unique("l"));
+    let (s, v) = b
+        .post_json(
+            "/v1/volumes",
+            &json!({ "name": format!("cargo-{id}"), "labels": { "bay.cargo_id": id } }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut body = create_body(&id, &profile());
+    body["session"]["sandbox_id"] = json!("sb-long");
+    let (s, r) = b.post_json("/v1/sessions", &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    Api::<Pod>::namespaced(client, &ns)
+        .get(&format!("bay-session-{id}"))
+        .await
+        .expect("the Pod exists");
+    // One more character is not a valid label value: refused, saying so.
+    body["session"]["id"] = json!(format!("{id}a"));
+    let (s, r) = b.post_json("/v1/sessions", &body).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("64"), "{r}");
+}
+
+#[tokio::test]
 async fn render_shows_the_exact_objects_and_touches_nothing() {
     let client = kube_client().await;
     let ns = namespace(&client, "render", &[]).await;

@@ -90,7 +90,7 @@ pub struct MultiRequest {
 pub struct VolumeRequest {
     /// PVC name (Bay's cargo `driver_ref`).
     #[schema(
-        pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         max_length = 253
     )]
     pub name: String,

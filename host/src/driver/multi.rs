@@ -24,7 +24,7 @@ pub struct MultiContainerRef {
     pub name: String,
     /// The session's Pod name, the same for every container.
     #[schema(
-        pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         max_length = 253
     )]
     pub container_id: String,
