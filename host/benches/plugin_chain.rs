@@ -21,24 +21,8 @@ use berth::plugin::{
 use berth_plugin_sdk::{Context, Pod, Policy, parse_settings};
 use serde_json::json;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn wasm(name: &str) -> PathBuf {
-    let p = root()
-        .join("target/wasm32-wasip2/plugin")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} missing: run tests/build-plugins.sh",
-        p.display()
-    );
-    p
-}
+mod common;
+use common::wasm;
 
 fn settings() -> [(&'static str, &'static str, serde_json::Value); 3] {
     [
@@ -406,13 +390,7 @@ fn main() {
 
 /// Resident set size of this process, bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
+    common::status_kib(std::process::id(), "VmRSS:").unwrap_or(0) * 1024
 }
 
 /// The most this process's RSS rose above where it started while `f` ran,

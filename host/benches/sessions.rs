@@ -24,14 +24,10 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
+mod common;
+use common::{root, rss_mib};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+const TOKEN: &str = "bench-token-0123456789abcdef";
 
 fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -134,17 +130,6 @@ fn running_seen(pods: Api<Pod>) -> Arc<Mutex<HashMap<String, Instant>>> {
         }
     });
     seen
-}
-
-/// Resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// Watches on Pods the API server holds right now (all clients).

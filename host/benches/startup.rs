@@ -17,23 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::status_kib;
 
 fn wasm(name: &str) -> PathBuf {
-    let p = root().join(format!(
-        "target/wasm32-wasip2/plugin/berth_plugin_{name}.wasm"
-    ));
-    assert!(
-        p.exists(),
-        "{} missing: run tests/build-plugins.sh",
-        p.display()
-    );
-    p
+    common::wasm(&format!("berth_plugin_{name}"))
 }
 
 /// `n` plugin entries: the three shipped plugins, then two of them again
@@ -74,15 +62,6 @@ fn readyz(port: u16) -> Option<u16> {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// `pid` and every process below it.
@@ -146,7 +125,10 @@ fn start(dir: &Path, cache: &Path, n: usize, in_child: bool, kubeconfig: &str) -
     let pid = child.id();
     let mut peak_kib = 0;
     loop {
-        let held: u64 = tree(pid).iter().map(|p| status_kib(*p, "VmRSS:")).sum();
+        let held: u64 = tree(pid)
+            .iter()
+            .filter_map(|p| status_kib(*p, "VmRSS:"))
+            .sum();
         peak_kib = peak_kib.max(held);
         if readyz(port) == Some(200) {
             break;
@@ -161,7 +143,7 @@ fn start(dir: &Path, cache: &Path, n: usize, in_child: bool, kubeconfig: &str) -
         std::thread::sleep(Duration::from_millis(5));
     }
     let ready = started.elapsed();
-    let rss = status_kib(pid, "VmRSS:");
+    let rss = status_kib(pid, "VmRSS:").unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
     Start {

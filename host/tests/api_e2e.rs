@@ -1004,13 +1004,7 @@ async fn the_longest_session_id_bay_can_store_makes_a_pod() {
     // 63 characters, the most a label value holds: the Pod is named with 75,
     // which Kubernetes accepts (no 63-character limit per name segment).
     let id = format!("{:a<63}", unique("l"));
-    let (s, v) = b
-        .post_json(
-            "/v1/volumes",
-            &json!({ "name": format!("cargo-{id}"), "labels": { "bay.cargo_id": id } }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_cargo(&b, &id).await;
     let mut body = create_body(&id, &profile());
     body["session"]["sandbox_id"] = json!("sb-long");
     let (s, r) = b.post_json("/v1/sessions", &body).await;

@@ -94,13 +94,7 @@ async fn creates_cut_by_sigkill_complete_when_repeated() {
     let _child = serve(&config);
     let b = TestServer::at(&base, &ns).await;
     for id in &ids {
-        let (s, v) = b
-            .post_json(
-                "/v1/volumes",
-                &json!({ "name": format!("cargo-{id}"), "labels": { "bay.cargo_id": id } }),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        create_cargo(&b, id).await;
         let (s, v) = b
             .post_json("/v1/sessions", &create_body(id, &profile()))
             .await;

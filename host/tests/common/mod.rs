@@ -457,6 +457,17 @@ pub fn assert_detail(body: &serde_json::Value, needle: &str) {
     assert!(detail.contains(needle), "{needle:?} not in {body}");
 }
 
+/// Creates the cargo volume `cargo-ID` of cargo `id`, as Bay does.
+pub async fn create_cargo(b: &TestServer, id: &str) {
+    let (s, v) = b
+        .post_json(
+            "/v1/volumes",
+            &serde_json::json!({ "name": format!("cargo-{id}"), "labels": { "bay.cargo_id": id } }),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+}
+
 /// Creates a cargo volume through the API.
 pub async fn create_volume(b: &TestServer, name: &str) {
     let (s, v) = b
