@@ -42,18 +42,15 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
-    /// Compile a plugin component read from stdin into a cache artifact:
-    /// what `serve` runs as a child process, so the compiler's memory is
-    /// returned when it exits. The options must match the server's.
+    /// Compile a plugin component read from stdin; the artifact goes to
+    /// stdout. What `serve` runs as a child process, so the compiler's
+    /// memory is returned when it exits. The options must match the server's.
     #[command(hide = true)]
     CompilePlugin {
         #[arg(long)]
         max_instances: u32,
         #[arg(long)]
         max_memory_bytes: usize,
-        /// Where the artifact goes (written atomically).
-        #[arg(long)]
-        out: PathBuf,
     },
     /// Plugin author tools.
     Plugin {
@@ -346,9 +343,8 @@ fn main() -> anyhow::Result<()> {
         Command::CompilePlugin {
             max_instances,
             max_memory_bytes,
-            out,
         } => {
-            use std::io::Read;
+            use std::io::{Read, Write};
             let compiled = (|| {
                 let mut wasm = Vec::new();
                 std::io::stdin()
@@ -360,9 +356,11 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let artifact = berth::plugin::runtime::precompile(&options, &wasm)?;
-                let dir = out.parent().unwrap_or(std::path::Path::new("."));
-                berth::plugin::runtime::write_artifact(dir, &out, &artifact)
-                    .map_err(|e| format!("writing {}: {e}", out.display()))
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(&artifact)
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| format!("writing the artifact to stdout: {e}"))
             })();
             if let Err(e) = compiled {
                 // One line: the server reports it as the plugin's load error.

@@ -434,3 +434,26 @@ async fn a_replica_whose_plugins_fail_to_load_exits_saying_why() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_cache_that_cannot_be_written_costs_a_compile_not_the_start() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "nocache", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the cache directory should be: nothing can be written.
+    let cache = dir.path().join("not-a-dir");
+    std::fs::write(&cache, b"").unwrap();
+    let (config, base) = serve_config(
+        dir.path(),
+        &ns,
+        json!({ "plugin_cache_dir": cache, "plugins": [shipped_chain()[0]] }),
+    );
+    let (_, mut child, _) = serve_until_ready(&config, &base).await;
+    let b = TestServer::at(&base, &ns).await;
+    let (s, r) = b
+        .post_json("/v1/render/pod", &create_body("nocache", &profile()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["steps"][0]["plugin"], "restricted");
+    child.kill().await.unwrap();
+}

@@ -155,7 +155,7 @@ fn engine_config(options: &RuntimeOptions) -> Config {
 
 /// Compiles a component for an engine configured by `options`: what
 /// `berth compile-plugin` runs in the child process. Returns the artifact
-/// `Component::deserialize` takes.
+/// `Component::deserialize` takes (machine code plus metadata, a few MB).
 pub fn precompile(options: &RuntimeOptions, wasm: &[u8]) -> Result<Vec<u8>, String> {
     let engine = Engine::new(&engine_config(options)).map_err(|e| format!("{e:#}"))?;
     engine
@@ -559,31 +559,36 @@ impl Runtime {
                 }
             }
         }
-        if let Some(compiler) = &self.options.compiler {
-            self.compile_in_child(compiler, bytes, &path)?;
-            let artifact = std::fs::read(&path)
-                .map_err(|e| format!("reading the compiled plugin {}: {e}", path.display()))?;
-            // SAFETY: as above; the child is this same binary, which wrote it
-            // with an engine configured by the same options.
-            return unsafe { Component::deserialize(&self.engine, &artifact) }
-                .map(|c| (c, false))
-                .map_err(|e| format!("the compiled plugin is unusable: {e:#}"));
-        }
-        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
-        if let Err(e) = write_artifact(
-            dir,
-            &path,
-            &component.serialize().map_err(|e| format!("{e:#}"))?,
-        ) {
+        let (component, artifact) = match &self.options.compiler {
+            Some(compiler) => {
+                let artifact = self.compile_in_child(compiler, bytes)?;
+                // SAFETY: the artifact comes from this same binary, compiled
+                // by an engine configured by the same options; wasmtime's
+                // header checks still refuse anything else.
+                let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+                    .map_err(|e| format!("the compiled plugin is unusable: {e:#}"))?;
+                (component, artifact)
+            }
+            None => {
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+                let artifact = component.serialize().map_err(|e| format!("{e:#}"))?;
+                (component, artifact)
+            }
+        };
+        // A cache that cannot be written costs the next start a compile,
+        // not this load.
+        if let Err(e) = write_artifact(dir, &path, &artifact) {
             tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
         }
         Ok((component, false))
     }
 
-    /// Runs `compiler compile-plugin` with the component on stdin; the child
-    /// writes the artifact to `out` (atomically) and exits. Its error, if
-    /// any, is the last line it wrote to stderr.
-    fn compile_in_child(&self, compiler: &Path, bytes: &[u8], out: &Path) -> Result<(), String> {
+    /// Runs `compiler compile-plugin` with the component on stdin; the
+    /// child writes the compiled artifact to stdout and exits, taking the
+    /// compiler's memory with it. Its error, if any, is the last line it
+    /// wrote to stderr.
+    fn compile_in_child(&self, compiler: &Path, bytes: &[u8]) -> Result<Vec<u8>, String> {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let started = Instant::now();
@@ -593,14 +598,14 @@ impl Runtime {
             .arg(self.options.max_instances.to_string())
             .arg("--max-memory-bytes")
             .arg(self.options.max_memory_bytes.to_string())
-            .arg("--out")
-            .arg(out)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start the compiler {}: {e}", compiler.display()))?;
-        // A child that exits early closes its stdin; its stderr says why.
+        // The child reads all of stdin before it writes anything, so this
+        // cannot fill a pipe both ways. One that exits early closes its
+        // stdin; its stderr then says why.
         let fed = child.stdin.take().map(|mut stdin| stdin.write_all(bytes));
         let output = child
             .wait_with_output()
@@ -610,7 +615,7 @@ impl Runtime {
             let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
             return Err(last.map_or_else(
                 || format!("the compiler exited with {}", output.status),
-                |l| l.trim_start_matches("Error: ").to_string(),
+                |l| plugin_text(l.trim()),
             ));
         }
         if let Some(Err(e)) = fed {
@@ -618,9 +623,10 @@ impl Runtime {
         }
         tracing::info!(
             ms = started.elapsed().as_secs_f64() * 1e3,
+            bytes = output.stdout.len(),
             "plugin compiled in a child process"
         );
-        Ok(())
+        Ok(output.stdout)
     }
 
     fn new_store(
@@ -847,7 +853,7 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError
 }
 
 /// Writes a compiled artifact to the cache at `path`, atomically.
-pub fn write_artifact(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_artifact(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     // Write then rename, so a concurrent reader never sees half a file.
     // Unique per writer (process and call), so two threads compiling the
