@@ -74,20 +74,26 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Scaffold a plugin crate that builds and passes `berth plugin test` as generated.
+    /// Scaffold a plugin project that passes `berth plugin test` as generated.
     New {
         name: String,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: berth::harness::scaffold::Lang,
         /// Where to create it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Path of berth-plugin-sdk (default: the SDK of the tree berth was built from).
+        /// Path of the SDK (default: plugins/sdk or plugins/sdk-python of the
+        /// tree berth was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Run suite files (YAML): one line per case, diffs on failure.
+    /// Run suite files (YAML): one line per case, diffs on failure. With no
+    /// suite, in a plugin project: build the plugin (cargo for Rust,
+    /// berth-plugin-build for Python; only what changed), then run every
+    /// suite in tests/.
     Test {
-        /// Suite files.
-        #[arg(required = true)]
+        /// Suite files (default: the project's tests/*.yaml, after a build).
         suites: Vec<PathBuf>,
         /// Rewrite golden files with the actual output.
         #[arg(long)]
@@ -263,18 +269,28 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin {
-            command: PluginCommand::New { name, dir, sdk },
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk,
+                },
         } => {
+            use berth::harness::scaffold::Lang;
             let sdk = sdk.unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk")
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(match lang {
+                    Lang::Rust => "../plugins/sdk",
+                    Lang::Python => "../plugins/sdk-python",
+                })
             });
             let sdk = sdk
                 .canonicalize()
                 .with_context(|| format!("SDK not found at {}", sdk.display()))?;
-            let root = berth::harness::scaffold::new_plugin(&dir, &name, &sdk)
+            let root = berth::harness::scaffold::new_plugin(&dir, &name, lang, &sdk)
                 .map_err(anyhow::Error::msg)?;
             println!(
-                "created {}\nnext: cd {} && cargo build --target wasm32-wasip2 --release && berth plugin test tests/suite.yaml",
+                "created {}\nnext: cd {} && berth plugin test",
                 root.display(),
                 root.display()
             );
@@ -296,6 +312,12 @@ fn main() -> anyhow::Result<()> {
                 unsafe { std::env::set_var("BERTH_LOG", "warn") };
             }
             init_tracing(LogFormat::Text);
+            let suites = if suites.is_empty() {
+                berth::harness::project::build_and_find_suites(std::path::Path::new("."))
+                    .map_err(anyhow::Error::msg)?
+            } else {
+                suites
+            };
             if !plugin_test(suites, update, filter, report, junit)? {
                 std::process::exit(1);
             }

@@ -982,3 +982,80 @@ fn a_cancelled_chain_stops_its_plugin_running_or_waiting() {
         assert!(took < std::time::Duration::from_secs(3), "{mode}: {took:?}");
     }
 }
+
+/// The Python fixture in `mode`, with a deadline Python's per-call cost
+/// (about 2 ms) leaves far behind.
+fn hostile_python(mode: &str) -> PluginConfig {
+    let mut p = plugin(
+        &format!("py-{mode}"),
+        "berth_fixture_hostile_python",
+        serde_json::json!({ "mode": mode }),
+    );
+    p.deadline_ms = 1_000;
+    p
+}
+
+#[test]
+fn python_plugins_are_contained_like_rust_ones() {
+    let chain = engine(&[
+        hostile_python("pass"),
+        plugin(
+            "image-policy",
+            "berth_plugin_image_policy",
+            serde_json::json!({ "allowed_registries": ["ghcr.io/example"], "pull_policy": "Always" }),
+        ),
+    ])
+    .expect("Python plugins load through the same runtime");
+    let shaped = shape(&chain, &profile()).expect("shape");
+    assert_eq!(
+        shaped.object.spec.unwrap().containers[0]
+            .image_pull_policy
+            .as_deref(),
+        Some("Always")
+    );
+
+    let failure = |mode: &str| {
+        let engine = engine(&[hostile_python(mode)]).expect("load");
+        match shape(&engine, &profile()) {
+            Err(e) => e,
+            Ok(_) => panic!("mode {mode}: expected a failure"),
+        }
+    };
+    match failure("raise") {
+        PolicyError::Plugin(PluginError::Reported { plugin, message }) => {
+            assert_eq!(plugin, "py-raise");
+            assert_eq!(
+                message,
+                "RuntimeError: hostile python plugin raised on purpose"
+            );
+        }
+        other => panic!("raise: {other}"),
+    }
+    match failure("deny") {
+        PolicyError::Denied { plugin, message } => {
+            assert_eq!(plugin, "py-deny");
+            assert_eq!(message, "hostile python plugin says no");
+        }
+        other => panic!("deny: {other}"),
+    }
+    assert!(
+        matches!(failure("recursion"), PolicyError::Plugin(PluginError::Reported { message, .. }) if message.starts_with("RecursionError"))
+    );
+    assert!(matches!(
+        failure("loop"),
+        PolicyError::Plugin(PluginError::Timeout { .. })
+    ));
+    assert!(matches!(
+        failure("memory-bomb"),
+        PolicyError::Plugin(PluginError::MemoryExceeded { .. })
+    ));
+    assert!(matches!(
+        failure("rename"),
+        PolicyError::Plugin(PluginError::IdentityViolation { .. })
+    ));
+    let e = failure("exit");
+    assert!(
+        matches!(e, PolicyError::Plugin(PluginError::Trap { .. })),
+        "{e}"
+    );
+}

@@ -18,8 +18,8 @@ fn opts() -> Options {
 
 #[test]
 fn shipped_plugin_suites_pass() {
-    for plugin in ["restricted", "scheduling", "resources"] {
-        wasm(&format!("berth_plugin_{plugin}"));
+    for plugin in ["restricted", "scheduling", "resources", "image-policy"] {
+        wasm(&format!("berth_plugin_{}", plugin.replace('-', "_")));
         let suite = repo_root().join(format!("plugins/{plugin}/tests/suite.yaml"));
         let results = run_suite(&suite, &opts()).expect("suite loads");
         assert!(results.len() >= 3, "{plugin}: {} cases", results.len());
@@ -165,12 +165,13 @@ cases:
     );
 }
 
-#[test]
-fn scaffolded_plugin_builds_and_passes_its_suite() {
+/// `berth plugin new NAME --lang LANG && cd NAME && berth plugin test`,
+/// exactly as an author types it; the second `test` builds nothing.
+fn scaffold_passes_as_generated(lang: &str, path: &std::ffi::OsStr) -> String {
     let dir = tempfile::tempdir().unwrap();
     let berth = env!("CARGO_BIN_EXE_berth");
     let out = std::process::Command::new(berth)
-        .args(["plugin", "new", "team-label", "--dir"])
+        .args(["plugin", "new", "team-label", "--lang", lang, "--dir"])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -180,37 +181,72 @@ fn scaffolded_plugin_builds_and_passes_its_suite() {
         String::from_utf8_lossy(&out.stderr)
     );
     let root = dir.path().join("team-label");
-    let build = std::process::Command::new("cargo")
-        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
-        .current_dir(&root)
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
+    let test = || {
+        std::process::Command::new(berth)
+            .args(["plugin", "test"])
+            .current_dir(&root)
+            .env("PATH", path)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap()
+    };
+    let first = test();
+    let stdout = String::from_utf8_lossy(&first.stdout).to_string();
     assert!(
-        build.status.success(),
-        "generated crate does not build:\n{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let test = std::process::Command::new(berth)
-        .args(["plugin", "test", "tests/suite.yaml"])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&test.stdout);
-    assert!(
-        test.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&test.stderr)
+        first.status.success(),
+        "{lang}: {stdout}\n{}",
+        String::from_utf8_lossy(&first.stderr)
     );
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    let second = test();
+    assert!(second.status.success());
     // A second `new` into the same place refuses to overwrite.
     let again = std::process::Command::new(berth)
-        .args(["plugin", "new", "team-label", "--dir"])
+        .args(["plugin", "new", "team-label", "--lang", lang, "--dir"])
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    String::from_utf8_lossy(&second.stdout).to_string()
+}
+
+#[test]
+fn scaffolded_rust_plugin_passes_with_one_command() {
+    scaffold_passes_as_generated("rust", &std::env::var_os("PATH").unwrap_or_default());
+}
+
+#[test]
+fn scaffolded_python_plugin_passes_with_one_command() {
+    // The Python SDK as tests/build-plugins.sh installs it.
+    let venv = repo_root().join("target/py-plugin-venv/bin");
+    assert!(
+        venv.join("berth-plugin-build").exists(),
+        "{} has no berth-plugin-build: run tests/build-plugins.sh",
+        venv.display()
+    );
+    let path = std::env::join_paths(std::iter::once(venv).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let second = scaffold_passes_as_generated("python", &path);
+    assert!(second.contains("is up to date"), "{second}");
+}
+
+#[test]
+fn a_directory_that_is_no_plugin_project_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["plugin", "test"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a plugin project (no Cargo.toml or pyproject.toml)"),
+        "{stderr}"
+    );
 }
 
 #[test]

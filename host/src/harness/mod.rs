@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod junit;
+pub mod project;
 pub mod pss;
 pub mod scaffold;
 
