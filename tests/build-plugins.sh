@@ -10,7 +10,7 @@ cd "$root"
 cargo build --quiet --target wasm32-wasip2 --profile plugin \
   -p berth-plugin-restricted -p berth-plugin-scheduling -p berth-plugin-resources \
   -p berth-fixture-hostile -p berth-fixture-future-wit \
-  -p berth-fixture-wrong-signature -p berth-fixture-big-memory
+  -p berth-fixture-wrong-signature -p berth-fixture-big-memory -p berth-fixture-image-policy-rs
 
 venv=$root/target/py-plugin-venv
 if [ ! -x "$venv/bin/berth-plugin-build" ] || [ "$root/plugins/sdk-python/pyproject.toml" -nt "$venv/bin/berth-plugin-build" ]; then

@@ -195,6 +195,7 @@ fn main() {
     }
 
     host_memory_per_call(&cache);
+    languages();
 
     // The chain, fresh instance per call.
     let engine = PolicyEngine::new(
@@ -467,6 +468,68 @@ fn host_memory_per_call(cache: &std::path::Path) {
         "host memory per call, {CALLS} at once, a plugin hoarding WASI handles: {capped:.2} MiB with max_handles {} (ends: {why_capped}) vs {uncapped:.2} MiB with wasmtime's default (ends: {why_uncapped}); ratio {:.3}",
         berth::plugin::runtime::DEFAULT_MAX_HANDLES,
         capped / uncapped
+    );
+}
+
+/// The image policy in Python (componentize-py) and in Rust (the SDK), on
+/// the same Pod with the same settings: size, compile, cached load, calls
+/// with a fresh instance, memory per instance.
+fn languages() {
+    let (pod, ctx, _) = realistic();
+    let text = serde_json::to_string(&pod).unwrap();
+    let settings = json!({ "allowed_registries": ["ghcr.io/example", "docker.io"], "pull_policy": "IfNotPresent" }).to_string();
+    let calls = 500;
+    let mut p50s = Vec::new();
+    for (lang, file) in [
+        ("Rust", "berth_fixture_image_policy_rs"),
+        ("Python", "berth_plugin_image_policy"),
+    ] {
+        let cache = tempfile_dir();
+        let opts = || RuntimeOptions {
+            cache_dir: Some(cache.clone()),
+            max_instances: 4,
+            max_memory_bytes: 256 << 20,
+            ..RuntimeOptions::default()
+        };
+        let limits = Limits {
+            deadline: std::time::Duration::from_secs(1),
+            ..Limits::default()
+        };
+        let t = Instant::now();
+        Runtime::new(opts())
+            .unwrap()
+            .load(lang, &wasm(file), None, settings.clone(), limits)
+            .unwrap();
+        let compile = t.elapsed();
+        let rt = Runtime::new(opts()).unwrap();
+        let t = Instant::now();
+        let plugin = rt
+            .load(lang, &wasm(file), None, settings.clone(), limits)
+            .unwrap();
+        let cached = t.elapsed();
+        let mut times = Vec::with_capacity(calls);
+        let mut peak = 0;
+        for _ in 0..calls {
+            let t = Instant::now();
+            let (out, stats) = rt.shape(&plugin, Hook::Pod, &ctx, &text).unwrap();
+            times.push(t.elapsed());
+            assert!(out.is_ok(), "{lang}: {out:?}");
+            peak = peak.max(stats.peak_memory_bytes);
+        }
+        let p = Percentiles::of(times);
+        p50s.push(p.p50);
+        println!(
+            "image policy in {lang:<6}: component {:>6} KiB | compile+load {:>7.0} ms | cached load {:>6.1} ms | call {p} | linear memory per instance {:>6} KiB",
+            std::fs::metadata(wasm(file)).unwrap().len() / 1024,
+            compile.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e3,
+            peak / 1024
+        );
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    println!(
+        "image policy, Python / Rust per call: p50 {:.0}x",
+        p50s[1] / p50s[0]
     );
 }
 

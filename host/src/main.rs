@@ -47,10 +47,10 @@ enum Command {
     /// memory is returned when it exits. The options must match the server's.
     #[command(hide = true)]
     CompilePlugin {
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
         max_instances: u32,
-        #[arg(long)]
-        max_memory_bytes: usize,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1u64 << 30)))]
+        max_memory_bytes: u64,
     },
     /// Plugin author tools.
     Plugin {
@@ -214,9 +214,13 @@ fn main() -> anyhow::Result<()> {
             if let Some(path) = cfg.ensure_token()? {
                 tracing::warn!(path = %path.display(), "no API tokens configured; generated one");
             }
-            tokio::runtime::Runtime::new()
-                .context("cannot start the async runtime")?
-                .block_on(berth::server::serve(cfg, config))
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let served = runtime.block_on(berth::server::serve(cfg, config));
+            // A plugin load or reload may still be compiling on a blocking
+            // thread; it must not keep a drained server alive.
+            runtime.shutdown_background();
+            served
         }
         Command::Check { config } => {
             let cfg = load(config.as_deref())?;
@@ -367,6 +371,7 @@ fn main() -> anyhow::Result<()> {
             max_memory_bytes,
         } => {
             use std::io::{Read, Write};
+            berth::plugin::runtime::die_with_parent();
             let compiled = (|| {
                 let mut wasm = Vec::new();
                 std::io::stdin()
@@ -374,10 +379,11 @@ fn main() -> anyhow::Result<()> {
                     .map_err(|e| format!("reading the component from stdin: {e}"))?;
                 let options = berth::plugin::RuntimeOptions {
                     max_instances,
-                    max_memory_bytes,
+                    max_memory_bytes: max_memory_bytes as usize,
                     ..Default::default()
                 };
-                let artifact = berth::plugin::runtime::precompile(&options, &wasm)?;
+                let artifact = berth::plugin::runtime::precompile(&options, &wasm)
+                    .map_err(|e| format!("{}{e}", berth::plugin::runtime::INVALID_COMPONENT))?;
                 let mut stdout = std::io::stdout().lock();
                 stdout
                     .write_all(&artifact)

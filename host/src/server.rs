@@ -238,6 +238,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             return;
         };
         while hup.recv().await.is_some() {
+            // A SIGHUP during the first load applies once it is in.
+            while state.driver.policy().waiting_for().is_some() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let path = state.config_path.clone();
             let plugins = match Config::load(path.as_deref(), &|k| std::env::var(k).ok()) {
                 Ok(c) => c.plugins,

@@ -642,6 +642,13 @@ fn load_errors_are_precise() {
     let mut cfg = hostile("pass");
     cfg.path = dir.path().join("missing.wasm");
     assert!(matches!(load_kind(cfg), LoadErrorKind::Read(_)));
+    // Not a file to read whole: refused before a byte is read.
+    let mut cfg = hostile("pass");
+    cfg.path = "/dev/zero".into();
+    assert_eq!(
+        load_kind(cfg),
+        LoadErrorKind::Read("/dev/zero is not a regular file".into())
+    );
 
     match engine(&[hostile("bad-settings")]) {
         Err(PluginError::Settings { plugin, message }) => {
@@ -1058,4 +1065,53 @@ fn python_plugins_are_contained_like_rust_ones() {
         matches!(e, PolicyError::Plugin(PluginError::Trap { .. })),
         "{e}"
     );
+}
+
+#[test]
+fn compiling_in_a_child_blames_the_component_or_the_compiler_rightly() {
+    let load = |compiler: &str, path: std::path::PathBuf| {
+        let cache = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(RuntimeOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            max_instances: 4,
+            compiler: Some(compiler.into()),
+            ..RuntimeOptions::default()
+        })
+        .unwrap();
+        let mut cfg = shipped_chain().remove(0);
+        cfg.path = path;
+        let loaded = PolicyEngine::new(rt, &[cfg], Path::new("/"));
+        // The artifact the child handed back is in the cache.
+        let cached = std::fs::read_dir(cache.path()).unwrap().count();
+        (loaded, cached)
+    };
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let (loaded, cached) = load(berth, wasm("berth_plugin_restricted"));
+    assert!(loaded.is_ok(), "{:?}", loaded.err());
+    assert_eq!(cached, 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]).unwrap();
+    match load(berth, core).0 {
+        Err(PluginError::Load {
+            kind: LoadErrorKind::Invalid(m),
+            ..
+        }) => {
+            assert!(m.contains("component"), "{m}")
+        }
+        other => panic!("expected the component's fault, got {:?}", other.err()),
+    }
+    match load("/nonexistent/berth", wasm("berth_plugin_restricted")).0 {
+        Err(PluginError::Load {
+            kind: LoadErrorKind::Compiler(m),
+            ..
+        }) => {
+            assert!(
+                m.starts_with("cannot start the compiler /nonexistent/berth"),
+                "{m}"
+            )
+        }
+        other => panic!("expected the compiler's fault, got {:?}", other.err()),
+    }
 }

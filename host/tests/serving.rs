@@ -457,3 +457,95 @@ async fn a_cache_that_cannot_be_written_costs_a_compile_not_the_start() {
     assert_eq!(r["steps"][0]["plugin"], "restricted");
     child.kill().await.unwrap();
 }
+
+/// The pids of `pid`'s children.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sigterm_during_the_first_compile_exits_at_once_and_takes_the_compiler() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "termload", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A Python component: about ten seconds of compiling in a debug build.
+    let (config, base) = serve_config(
+        dir.path(),
+        &ns,
+        json!({
+            "plugin_cache_dir": dir.path().join("cache"),
+            "plugins": [plugin("image-policy", "berth_plugin_image_policy", json!({}))],
+        }),
+    );
+    let mut child = serve(&config);
+    let pid = child.id().unwrap();
+    let http = reqwest::Client::new();
+    let mut compiler = None;
+    for _ in 0..200 {
+        compiler = children_of(pid).first().copied();
+        if compiler.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let compiler = compiler.expect("a compiling child");
+    let resp = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let signalled = Instant::now();
+    assert_eq!(send_signal(pid as i32, 15), 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("berth exited")
+        .unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    // Not after the compile: the load is abandoned.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let mut gone = false;
+    for _ in 0..40 {
+        if !std::path::Path::new(&format!("/proc/{compiler}")).exists() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the compiling child {compiler} outlived the server");
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_generation_and_says_so_in_the_metrics() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "reload", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, base) = serve_config(dir.path(), &ns, json!({ "plugins": [shipped_chain()[0]] }));
+    let (_, mut child, _) = serve_until_ready(&config, &base).await;
+    let b = TestServer::at(&base, &ns).await;
+    // The operator adds a plugin to the file and reloads.
+    let (extended, _) = serve_config(
+        dir.path(),
+        &ns,
+        json!({ "listen": base.trim_start_matches("http://"), "plugins": shipped_chain() }),
+    );
+    assert_eq!(extended, config);
+    let (s, r) = b.post_json("/v1/plugins/reload", &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["generation"], 2, "{r}");
+    let metrics = metrics_of(&base).await;
+    assert!(metrics.contains("berth_plugin_generation 2"), "{metrics}");
+    assert!(
+        metrics.contains("berth_plugin_load_seconds{plugin=\"resources\",source=\"cache\"}"),
+        "{metrics}"
+    );
+    child.kill().await.unwrap();
+}

@@ -239,10 +239,12 @@ impl Driver {
         self.plugins_ready()?;
         let slot = self.chain_slot().await?;
         let base = self.config.base_dir.clone();
-        let policy = self.policy.clone();
+        let (policy, metrics) = (self.policy.clone(), self.metrics.clone());
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            policy.reload(&plugins, &base)
+            let generation = policy.reload(&plugins, &base)?;
+            metrics.plugins_loaded(&policy.chain());
+            Ok(generation)
         })
         .await
         .map_err(|e| Error::Internal(format!("reload task failed: {e}")))?

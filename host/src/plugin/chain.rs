@@ -575,7 +575,11 @@ impl PolicyEngine {
                 Ok(generation)
             }
             Err(e) => {
-                tracing::error!(generation, error = %e, "plugin reload failed; keeping the current generation");
+                if first {
+                    tracing::error!(generation, error = %e, "the plugins failed to load");
+                } else {
+                    tracing::error!(generation, error = %e, "plugin reload failed; keeping the current generation");
+                }
                 if first {
                     *self.loading.write().unwrap_or_else(|p| p.into_inner()) =
                         Some(format!("the plugins failed to load: {e}"));

@@ -133,6 +133,10 @@ pub enum LoadErrorKind {
     HashMismatch { expected: String, actual: String },
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
+    /// Compiling failed for a reason that is not the component's (the
+    /// compiling process could not start, was killed, ran out of memory).
+    #[error("could not be compiled: {0}")]
+    Compiler(String),
     #[error("built for WIT berth:policy@{found}; this host supports berth:policy@{supported}")]
     WitVersion { found: String, supported: String },
     #[error("does not export {expected} (exports: {found:?}); was it built with berth-plugin-sdk?")]

@@ -135,7 +135,11 @@ fn engine_config(options: &RuntimeOptions) -> Config {
     config.max_wasm_stack(256 << 10);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(options.max_instances);
-    pool.total_core_instances(options.max_instances * 8);
+    // A Rust plugin instantiates 3 core modules; a Python one (componentize-py:
+    // the interpreter, libc, extension modules, WASI stubs) 38. Slots are
+    // only bookkeeping until used, so size for Python: a chain slot must
+    // never find the pool empty and have it blamed on a plugin.
+    pool.total_core_instances(options.max_instances * 64);
     pool.total_memories(options.max_instances * 2);
     pool.total_tables(options.max_instances * 4);
     pool.total_stacks(options.max_instances);
@@ -151,6 +155,59 @@ fn engine_config(options: &RuntimeOptions) -> Config {
     pool.table_keep_resident(64 << 10);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
+}
+
+/// How `berth compile-plugin` marks, on stderr, an error that is the
+/// component's own (it does not compile), as opposed to the compiler's.
+pub const INVALID_COMPONENT: &str = "invalid component: ";
+
+/// The largest component file Berth reads, bytes. Python components are
+/// about 18 MiB; this leaves room without letting a path such as
+/// `/dev/zero` take the server's memory.
+pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+
+/// Reads a component file: a regular file, at most `MAX_COMPONENT_BYTES`.
+fn read_component(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if meta.len() > MAX_COMPONENT_BYTES {
+        return Err(format!(
+            "{shown} is {} MiB, over the {} MiB a component may be",
+            meta.len() >> 20,
+            MAX_COMPONENT_BYTES >> 20
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(format!(
+            "{shown} grew past {} MiB while read",
+            MAX_COMPONENT_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
+/// In `berth compile-plugin`: die with the server that started it, so a
+/// killed server leaves no compiler running (Linux; elsewhere a no-op).
+pub fn die_with_parent() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and changes
+    // nothing but this process's parent-death signal.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The parent may have died before the prctl: then we were adopted.
+        if libc::getppid() == 1 {
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Compiles a component for an engine configured by `options`: what
@@ -455,8 +512,7 @@ impl Runtime {
             plugin: name.to_string(),
             kind,
         };
-        let bytes = std::fs::read(path)
-            .map_err(|e| err(LoadErrorKind::Read(format!("{}: {e}", path.display()))))?;
+        let bytes = read_component(path).map_err(|m| err(LoadErrorKind::Read(m)))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         if let Some(want) = expected_sha256
             && !want.eq_ignore_ascii_case(&sha256)
@@ -487,9 +543,7 @@ impl Runtime {
             Ordering::Relaxed,
         );
         let started = Instant::now();
-        let (component, from_cache) = self
-            .compile_cached(&bytes, &sha256)
-            .map_err(|m| err(LoadErrorKind::Invalid(m)))?;
+        let (component, from_cache) = self.compile_cached(&bytes, &sha256).map_err(err)?;
         check_exports(&self.engine, &component).map_err(err)?;
         let pre = self
             .linker
@@ -535,11 +589,16 @@ impl Runtime {
         Ok(loaded)
     }
 
-    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<(Component, bool), String> {
+    fn compile_cached(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, bool), LoadErrorKind> {
+        let invalid = |e: wasmtime::Error| LoadErrorKind::Invalid(format!("{e:#}"));
         let Some(dir) = &self.options.cache_dir else {
             return Component::new(&self.engine, bytes)
                 .map(|c| (c, false))
-                .map_err(|e| format!("{e:#}"));
+                .map_err(invalid);
         };
         // Artifacts are only valid for the same wasmtime version, config and
         // features: the engine hash is part of the key.
@@ -566,13 +625,14 @@ impl Runtime {
                 // by an engine configured by the same options; wasmtime's
                 // header checks still refuse anything else.
                 let component = unsafe { Component::deserialize(&self.engine, &artifact) }
-                    .map_err(|e| format!("the compiled plugin is unusable: {e:#}"))?;
+                    .map_err(|e| {
+                        LoadErrorKind::Compiler(format!("the compiled plugin is unusable: {e:#}"))
+                    })?;
                 (component, artifact)
             }
             None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
-                let artifact = component.serialize().map_err(|e| format!("{e:#}"))?;
+                let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+                let artifact = component.serialize().map_err(invalid)?;
                 (component, artifact)
             }
         };
@@ -588,7 +648,7 @@ impl Runtime {
     /// child writes the compiled artifact to stdout and exits, taking the
     /// compiler's memory with it. Its error, if any, is the last line it
     /// wrote to stderr.
-    fn compile_in_child(&self, compiler: &Path, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    fn compile_in_child(&self, compiler: &Path, bytes: &[u8]) -> Result<Vec<u8>, LoadErrorKind> {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let started = Instant::now();
@@ -602,24 +662,44 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start the compiler {}: {e}", compiler.display()))?;
+            .map_err(|e| {
+                LoadErrorKind::Compiler(format!(
+                    "cannot start the compiler {}: {e}",
+                    compiler.display()
+                ))
+            })?;
         // The child reads all of stdin before it writes anything, so this
         // cannot fill a pipe both ways. One that exits early closes its
         // stdin; its stderr then says why.
         let fed = child.stdin.take().map(|mut stdin| stdin.write_all(bytes));
         let output = child
             .wait_with_output()
-            .map_err(|e| format!("waiting for the compiler: {e}"))?;
+            .map_err(|e| LoadErrorKind::Compiler(format!("waiting for the compiler: {e}")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-            return Err(last.map_or_else(
-                || format!("the compiler exited with {}", output.status),
-                |l| plugin_text(l.trim()),
-            ));
+            // The component's fault is marked; anything else (a signal, a
+            // panic, no memory) is the compiler's.
+            if let Some(why) = stderr
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(INVALID_COMPONENT))
+            {
+                return Err(LoadErrorKind::Invalid(plugin_text(why)));
+            }
+            let said = stderr
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty() && !l.starts_with("note: run with"))
+                .map(|l| format!(": {}", plugin_text(l)))
+                .unwrap_or_default();
+            return Err(LoadErrorKind::Compiler(format!(
+                "the compiling process {}{said}",
+                output.status
+            )));
         }
         if let Some(Err(e)) = fed {
-            return Err(format!("feeding the compiler: {e}"));
+            return Err(LoadErrorKind::Compiler(format!(
+                "feeding the compiler: {e}"
+            )));
         }
         tracing::info!(
             ms = started.elapsed().as_secs_f64() * 1e3,
@@ -861,8 +941,11 @@ fn write_artifact(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> 
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
