@@ -523,29 +523,65 @@ async fn sigterm_during_the_first_compile_exits_at_once_and_takes_the_compiler()
     assert!(gone, "the compiling child {compiler} outlived the server");
 }
 
-#[tokio::test]
-async fn a_reload_swaps_the_generation_and_says_so_in_the_metrics() {
-    let client = kube_client().await;
-    let ns = namespace(&client, "reload", &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (config, base) = serve_config(dir.path(), &ns, json!({ "plugins": [shipped_chain()[0]] }));
+/// Starts `berth serve` with the first shipped plugin, reloads it to all
+/// three through the API; the server's RSS after the reload, and the
+/// metrics then.
+async fn reload_to_the_shipped_chain(
+    dir: &std::path::Path,
+    ns: &str,
+    cache: &std::path::Path,
+) -> (u64, String) {
+    let (config, base) = serve_config(
+        dir,
+        ns,
+        json!({ "plugin_cache_dir": cache, "plugins": [shipped_chain()[0]] }),
+    );
     let (_, mut child, _) = serve_until_ready(&config, &base).await;
-    let b = TestServer::at(&base, &ns).await;
-    // The operator adds a plugin to the file and reloads.
+    let b = TestServer::at(&base, ns).await;
+    // The operator adds two plugins to the file and reloads.
     let (extended, _) = serve_config(
-        dir.path(),
-        &ns,
-        json!({ "listen": base.trim_start_matches("http://"), "plugins": shipped_chain() }),
+        dir,
+        ns,
+        json!({
+            "listen": base.trim_start_matches("http://"),
+            "plugin_cache_dir": cache,
+            "plugins": shipped_chain(),
+        }),
     );
     assert_eq!(extended, config);
     let (s, r) = b.post_json("/v1/plugins/reload", &json!({})).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["generation"], 2, "{r}");
+    let rss = rss_of(child.id().unwrap());
     let metrics = metrics_of(&base).await;
     assert!(metrics.contains("berth_plugin_generation 2"), "{metrics}");
+    child.kill().await.unwrap();
+    (rss, metrics)
+}
+
+#[tokio::test]
+async fn a_reload_that_compiles_keeps_no_compiler_memory_and_says_so_in_the_metrics() {
+    let client = kube_client().await;
+    let ns = namespace(&client, "reload", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Its own cache: the first reload compiles the two plugins it adds, the
+    // second finds them cached.
+    let cache = dir.path().join("cache");
+    let (cold, metrics) = reload_to_the_shipped_chain(dir.path(), &ns, &cache).await;
+    assert!(
+        metrics.contains("berth_plugin_load_seconds{plugin=\"resources\",source=\"compiled\"}"),
+        "{metrics}"
+    );
+    let (warm, metrics) = reload_to_the_shipped_chain(dir.path(), &ns, &cache).await;
     assert!(
         metrics.contains("berth_plugin_load_seconds{plugin=\"resources\",source=\"cache\"}"),
         "{metrics}"
     );
-    child.kill().await.unwrap();
+    eprintln!(
+        "RSS after a reload that compiled {:.1} MiB, after the same reload from the cache {:.1} MiB",
+        cold as f64 / 1048576.0,
+        warm as f64 / 1048576.0
+    );
+    // Compiling in the server kept hundreds of MB; in a child, none stays.
+    assert!(cold < warm + (20 << 20), "compiled {cold}, cached {warm}");
 }
