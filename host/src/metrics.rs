@@ -221,6 +221,9 @@ impl Metrics {
     /// plugin took to load.
     pub fn plugins_loaded(&self, chain: &crate::plugin::Chain) {
         self.plugin_generation.set(chain.generation as i64);
+        // Only the serving generation's plugins: one a reload dropped, or
+        // the compiled series of one now loaded from the cache, would stay.
+        self.plugin_load_seconds.clear();
         for p in chain.summaries() {
             self.plugin_load_seconds
                 .get_or_create(&PluginLoadLabels {

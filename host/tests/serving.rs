@@ -572,6 +572,14 @@ async fn a_reload_that_compiles_keeps_no_compiler_memory_and_says_so_in_the_metr
         metrics.contains("berth_plugin_load_seconds{plugin=\"resources\",source=\"compiled\"}"),
         "{metrics}"
     );
+    // Generation 1 compiled restricted; generation 2 found it cached, and
+    // the metrics say only what the serving generation did.
+    assert!(
+        metrics.contains("berth_plugin_load_seconds{plugin=\"restricted\",source=\"cache\"}")
+            && !metrics
+                .contains("berth_plugin_load_seconds{plugin=\"restricted\",source=\"compiled\"}"),
+        "{metrics}"
+    );
     let (warm, metrics) = reload_to_the_shipped_chain(dir.path(), &ns, &cache).await;
     assert!(
         metrics.contains("berth_plugin_load_seconds{plugin=\"resources\",source=\"cache\"}"),
