@@ -165,13 +165,25 @@ fn main() {
     for (name, file, s) in settings() {
         let t = Instant::now();
         let c = rt
-            .load(name, &wasm(file), None, s.to_string(), Limits::default())
+            .load(
+                name,
+                std::fs::read(wasm(file)).expect("component"),
+                None,
+                s.to_string(),
+                Limits::default(),
+            )
             .unwrap();
         let compile = t.elapsed();
         let rt2 = Runtime::new(opts(Some(cache.clone()))).unwrap();
         let t = Instant::now();
         let cached = rt2
-            .load(name, &wasm(file), None, s.to_string(), Limits::default())
+            .load(
+                name,
+                std::fs::read(wasm(file)).expect("component"),
+                None,
+                s.to_string(),
+                Limits::default(),
+            )
             .unwrap();
         let load = t.elapsed();
         assert!(!c.load.from_cache && cached.load.from_cache);
@@ -249,8 +261,14 @@ fn main() {
     let raw: Vec<_> = settings()
         .into_iter()
         .map(|(name, file, s)| {
-            rt.load(name, &wasm(file), None, s.to_string(), Limits::default())
-                .unwrap()
+            rt.load(
+                name,
+                std::fs::read(wasm(file)).expect("component"),
+                None,
+                s.to_string(),
+                Limits::default(),
+            )
+            .unwrap()
         })
         .collect();
     let text = serde_json::to_string(&pod).unwrap();
@@ -439,7 +457,7 @@ fn host_memory_per_call(cache: &std::path::Path) {
         let plugin = rt
             .load(
                 "handles",
-                &wasm("berth_fixture_hostile"),
+                std::fs::read(wasm("berth_fixture_hostile")).expect("component"),
                 None,
                 json!({ "mode": "handles" }).to_string(),
                 limits,
@@ -498,13 +516,25 @@ fn languages() {
         let t = Instant::now();
         Runtime::new(opts())
             .unwrap()
-            .load(lang, &wasm(file), None, settings.clone(), limits)
+            .load(
+                lang,
+                std::fs::read(wasm(file)).expect("component"),
+                None,
+                settings.clone(),
+                limits,
+            )
             .unwrap();
         let compile = t.elapsed();
         let rt = Runtime::new(opts()).unwrap();
         let t = Instant::now();
         let plugin = rt
-            .load(lang, &wasm(file), None, settings.clone(), limits)
+            .load(
+                lang,
+                std::fs::read(wasm(file)).expect("component"),
+                None,
+                settings.clone(),
+                limits,
+            )
             .unwrap();
         let cached = t.elapsed();
         let mut times = Vec::with_capacity(calls);

@@ -125,6 +125,14 @@ pub struct Config {
     /// Prefix of every label Berth sets (`bay` → `bay.session_id`).
     pub label_prefix: String,
     pub plugins: Vec<PluginConfig>,
+    /// Take the plugin list from this ConfigMap (in `namespace`) instead
+    /// of `plugins`, and load it again whenever it changes.
+    pub plugins_configmap: Option<crate::plugins_configmap::PluginsConfigMap>,
+    /// How plugins with an `oci://` reference are pulled.
+    pub registry: crate::plugin::oci::RegistryConfig,
+    /// Which signatures every OCI plugin needs (a plugin's own `signature`
+    /// replaces this).
+    pub plugin_signatures: crate::plugin::SignaturePolicy,
     /// Where compiled plugins are cached; default `~/.cache/berth/plugins`.
     pub plugin_cache_dir: Option<PathBuf>,
     /// Plugin instances that may run at once (pooling allocator slots).
@@ -193,6 +201,9 @@ impl Default for Config {
             destroy_timeout_s: 60,
             label_prefix: "bay".into(),
             plugins: Vec::new(),
+            plugins_configmap: None,
+            registry: Default::default(),
+            plugin_signatures: Default::default(),
             plugin_cache_dir: None,
             plugin_max_instances: 64,
             plugin_concurrency: None,
@@ -424,7 +435,48 @@ impl Config {
                 return bad(&format!("plugins[{i}]"), e);
             }
         }
+        if let Some(cm) = &self.plugins_configmap {
+            if let Err(e) = crate::labels::validate_dns_subdomain(&cm.name) {
+                return bad("plugins_configmap.name", e);
+            }
+            if !self.plugins.is_empty() {
+                return bad(
+                    "plugins",
+                    "the plugin list comes from plugins_configmap; leave plugins empty".into(),
+                );
+            }
+        }
+        if let Err(e) = self.registry.validate() {
+            return bad("registry", e);
+        }
+        if let Err(e) = self.plugin_signatures.validate("plugin_signatures") {
+            return bad("plugin_signatures", e);
+        }
         Ok(())
+    }
+
+    /// Where plugins come from under this config: relative files resolved
+    /// against the config file, pulled artifacts kept in the plugin cache.
+    pub fn sources(&self) -> crate::plugin::Sources {
+        let resolve = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                self.base_dir.join(p)
+            }
+        };
+        let mut registry = self.registry.clone();
+        registry.auth_file = registry.auth_file.as_ref().map(resolve);
+        registry.ca_file = registry.ca_file.as_ref().map(resolve);
+        let mut signatures = self.plugin_signatures.clone();
+        signatures.keys = signatures.keys.iter().map(resolve).collect();
+        crate::plugin::Sources {
+            registry,
+            signatures,
+            cache: Some(crate::plugin::oci::DigestCache::new(
+                &self.plugin_cache_dir(),
+            )),
+        }
     }
 
     /// Berth never serves unauthenticated: with no token configured, one is

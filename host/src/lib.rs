@@ -12,6 +12,7 @@ pub mod model;
 pub mod numbers;
 pub mod objects;
 pub mod plugin;
+pub mod plugins_configmap;
 pub mod quantity;
 pub mod server;
 

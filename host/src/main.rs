@@ -74,6 +74,43 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Push a component to an OCI registry (config media type
+    /// application/vnd.wasm.config.v0+json, one application/wasm layer);
+    /// prints the digest-pinned reference.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Where to: oci://HOST/REPO:TAG.
+        reference: String,
+        /// Also sign it with this private key (as `berth plugin sign`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        registry: berth::harness::registry::RegistryArgs,
+    },
+    /// Pull a plugin from an OCI registry into a file.
+    Pull {
+        /// oci://HOST/REPO:TAG or oci://HOST/REPO@sha256:HEX.
+        reference: String,
+        /// Where to write the component.
+        #[arg(short, long, default_value = "plugin.wasm")]
+        output: PathBuf,
+        /// Require a signature by one of these public keys (cosign.pub).
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        #[command(flatten)]
+        registry: berth::harness::registry::RegistryArgs,
+    },
+    /// Sign a plugin in a registry, cosign-compatibly (a `sha256-HEX.sig`
+    /// manifest beside it). The key is a PKCS#8 PEM or cosign's encrypted
+    /// cosign.key (password in COSIGN_PASSWORD).
+    Sign {
+        reference: String,
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        registry: berth::harness::registry::RegistryArgs,
+    },
     /// Scaffold a plugin project that passes `berth plugin test` as generated.
     New {
         name: String,
@@ -325,6 +362,61 @@ fn main() -> anyhow::Result<()> {
             if !plugin_test(suites, update, filter, report, junit)? {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Push {
+                    file,
+                    reference,
+                    key,
+                    registry,
+                },
+        } => {
+            use berth::harness::registry;
+            let pinned =
+                registry::push(&file, &reference, &registry).map_err(anyhow::Error::msg)?;
+            println!("pushed {pinned}");
+            if let Some(key) = key {
+                registry::sign(&pinned, &key, &registry).map_err(anyhow::Error::msg)?;
+                println!("signed {pinned} with {}", key.display());
+            }
+            Ok(())
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Pull {
+                    reference,
+                    output,
+                    key,
+                    registry,
+                },
+        } => {
+            let pulled = berth::harness::registry::pull(&reference, &output, &key, &registry)
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "pulled {} ({} bytes) to {}{}",
+                pulled.pinned,
+                pulled.bytes,
+                output.display(),
+                pulled
+                    .signed_by
+                    .map(|k| format!(", signed by {k}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Sign {
+                    reference,
+                    key,
+                    registry,
+                },
+        } => {
+            let pinned = berth::harness::registry::sign(&reference, &key, &registry)
+                .map_err(anyhow::Error::msg)?;
+            println!("signed {pinned} with {}", key.display());
             Ok(())
         }
         Command::Render { config, request } => {

@@ -39,6 +39,22 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// What asked for it: `start`, `configmap`, `sighup` or `api`.
+    pub trigger: String,
+    /// `loaded` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginInfoLabels {
+    pub plugin: String,
+    pub version: String,
+    /// The OCI manifest digest, or the component's sha256 for a file.
+    pub digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLoadLabels {
     pub plugin: String,
     /// `compiled` or `cache`.
@@ -75,6 +91,12 @@ pub struct Metrics {
     pub plugin_load_seconds: Family<PluginLoadLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The plugin generation serving (0 until the first load is in).
     pub plugin_generation: Gauge,
+    /// Plugin generation loads by trigger and outcome.
+    pub plugin_reloads: Family<ReloadLabels, Counter>,
+    /// 1 while the last load failed (the previous generation serves).
+    pub plugin_reload_failing: Gauge,
+    /// 1 for each plugin of the serving generation, with its digest.
+    pub plugin_info: Family<PluginInfoLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -103,6 +125,24 @@ impl Metrics {
         let pod_watch_events = Family::<OutcomeLabels, Counter>::default();
         let plugin_load_seconds = Family::default();
         let plugin_generation = Gauge::default();
+        let plugin_reloads = Family::<ReloadLabels, Counter>::default();
+        let plugin_reload_failing = Gauge::default();
+        let plugin_info = Family::<PluginInfoLabels, Gauge>::default();
+        registry.register(
+            "plugin_reloads",
+            "Plugin generation loads by trigger (start, configmap, sighup, api) and outcome",
+            plugin_reloads.clone(),
+        );
+        registry.register(
+            "plugin_reload_failing",
+            "1 while the last plugin load failed and the previous generation serves",
+            plugin_reload_failing.clone(),
+        );
+        registry.register(
+            "plugin_info",
+            "The serving generation's plugins, with version and digest",
+            plugin_info.clone(),
+        );
         registry.register(
             "plugin_load_seconds",
             "Seconds the last load of each plugin took, by source (compiled or cache)",
@@ -180,6 +220,9 @@ impl Metrics {
             pod_watch_events,
             plugin_load_seconds,
             plugin_generation,
+            plugin_reloads,
+            plugin_reload_failing,
+            plugin_info,
         }
     }
 
@@ -224,7 +267,19 @@ impl Metrics {
         // Only the serving generation's plugins: one a reload dropped, or
         // the compiled series of one now loaded from the cache, would stay.
         self.plugin_load_seconds.clear();
+        self.plugin_info.clear();
         for p in chain.summaries() {
+            self.plugin_info
+                .get_or_create(&PluginInfoLabels {
+                    plugin: p.name.clone(),
+                    version: p.plugin_version.clone(),
+                    digest: p
+                        .origin
+                        .digest
+                        .clone()
+                        .unwrap_or_else(|| format!("sha256:{}", p.sha256)),
+                })
+                .set(1);
             self.plugin_load_seconds
                 .get_or_create(&PluginLoadLabels {
                     plugin: p.name,
@@ -232,6 +287,17 @@ impl Metrics {
                 })
                 .set(p.load_ms / 1e3);
         }
+    }
+
+    /// Counts a load of a plugin generation and whether it failed.
+    pub fn reload(&self, trigger: &str, ok: bool) {
+        self.plugin_reloads
+            .get_or_create(&ReloadLabels {
+                trigger: trigger.into(),
+                outcome: if ok { "loaded" } else { "failed" }.into(),
+            })
+            .inc();
+        self.plugin_reload_failing.set(i64::from(!ok));
     }
 
     pub fn denied(&self, plugin: &str) {

@@ -37,7 +37,9 @@ fn pending_engine(config: &Config) -> anyhow::Result<PolicyEngine> {
         compiler: config.plugin_compiler.clone(),
         ..RuntimeOptions::default()
     })?;
-    Ok(PolicyEngine::pending(runtime).with_guards(config.guards()))
+    Ok(PolicyEngine::pending(runtime)
+        .with_guards(config.guards())
+        .with_sources(config.sources()))
 }
 
 /// How long a client has to send a request's headers. hyper times the wait
@@ -61,13 +63,13 @@ pub struct Running {
     pub shutdown: Arc<tokio::sync::Notify>,
     /// The first plugin load, running in the background: its generation,
     /// or why it failed (then `berth serve` exits).
-    pub plugins: tokio::task::JoinHandle<Result<u64, crate::plugin::PluginError>>,
+    pub plugins: tokio::task::JoinHandle<anyhow::Result<u64>>,
 }
 
 impl Running {
     /// Waits for the first plugin load; its generation.
     pub async fn plugins_loaded(&mut self) -> anyhow::Result<u64> {
-        Ok((&mut self.plugins).await??)
+        (&mut self.plugins).await?
     }
 }
 
@@ -87,31 +89,32 @@ pub async fn start(
         .context("building the Kubernetes client")?;
     let metrics = Arc::new(Metrics::new());
     let driver = Driver::new(client, config.clone(), engine.clone(), metrics.clone());
+    let state = Arc::new(AppState::new(
+        driver,
+        metrics,
+        config.tokens.clone(),
+        config_path,
+    ));
     // Compiling a cold plugin cache takes seconds; serving (and probes)
     // start at once, unready until the first generation is in. Reloads
     // queue behind this load.
-    let plugins = tokio::task::spawn_blocking({
-        let (config, metrics) = (config.clone(), metrics.clone());
-        move || {
-            let started = std::time::Instant::now();
-            let generation = engine.reload(&config.plugins, &config.base_dir)?;
-            let chain = engine.chain();
-            metrics.plugins_loaded(&chain);
-            tracing::info!(
-                generation,
-                plugins = chain.summaries().len(),
-                ms = started.elapsed().as_secs_f64() * 1e3,
-                "plugins loaded"
-            );
-            Ok(generation)
+    let plugins = match config.plugins_configmap.clone() {
+        // From a ConfigMap: the first list that loads. Until then Berth
+        // stays up, unready, saying why, and a fixed list loads.
+        Some(spec) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(crate::plugins_configmap::watch(state.clone(), spec, tx));
+            tokio::spawn(async move {
+                rx.await
+                    .map_err(|_| anyhow::anyhow!("the plugin ConfigMap watch ended"))
+            })
         }
-    });
-    let state = Arc::new(AppState {
-        driver,
-        metrics,
-        tokens: config.tokens.clone(),
-        config_path,
-    });
+        None => tokio::spawn({
+            let state = state.clone();
+            let plugins = config.plugins.clone();
+            async move { Ok(state.driver.reload_plugins(plugins, "start").await?) }
+        }),
+    };
     // Applied in the background, retried until the API server answers;
     // serving starts at once. Until it is in, `/readyz` says so and no
     // session is created (`Driver::create` checks), so nothing runs without
@@ -242,16 +245,15 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             while state.driver.policy().waiting_for().is_some() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let path = state.config_path.clone();
-            let plugins = match Config::load(path.as_deref(), &|k| std::env::var(k).ok()) {
-                Ok(c) => c.plugins,
+            let plugins = match state.desired_plugins() {
+                Ok(p) => p,
                 Err(e) => {
-                    tracing::error!("SIGHUP: cannot reload config: {e}");
+                    tracing::error!("SIGHUP: {e}");
                     continue;
                 }
             };
             // Failures are logged and kept for /v1/plugins by the engine.
-            if let Err(e) = state.driver.reload_plugins(plugins).await {
+            if let Err(e) = state.driver.reload_plugins(plugins, "sighup").await {
                 tracing::error!("SIGHUP: reload failed: {e}");
             }
         }

@@ -369,7 +369,7 @@ fn what_a_plugin_says_is_bounded() {
     let flood = rt
         .load(
             "flood",
-            &wasm("berth_fixture_hostile"),
+            std::fs::read(wasm("berth_fixture_hostile")).expect("component"),
             None,
             r#"{"mode":"log-flood"}"#.into(),
             Limits {
@@ -582,14 +582,14 @@ fn load_errors_are_precise() {
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"definitely not wasm").unwrap();
     let mut cfg = hostile("pass");
-    cfg.path = junk;
+    cfg.path = Some(junk);
     assert!(matches!(load_kind(cfg), LoadErrorKind::Invalid(_)));
 
     // A core module (not a component) exporting nothing.
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]).unwrap();
     let mut cfg = hostile("pass");
-    cfg.path = core;
+    cfg.path = Some(core);
     assert!(matches!(load_kind(cfg), LoadErrorKind::Invalid(_)));
 
     // The right names, the wrong types: refused at load, naming the
@@ -640,11 +640,11 @@ fn load_errors_are_precise() {
     assert!(matches!(load_kind(cfg), LoadErrorKind::HashMismatch { .. }));
 
     let mut cfg = hostile("pass");
-    cfg.path = dir.path().join("missing.wasm");
+    cfg.path = Some(dir.path().join("missing.wasm"));
     assert!(matches!(load_kind(cfg), LoadErrorKind::Read(_)));
     // Not a file to read whole: refused before a byte is read.
     let mut cfg = hostile("pass");
-    cfg.path = "/dev/zero".into();
+    cfg.path = Some("/dev/zero".into());
     assert_eq!(
         load_kind(cfg),
         LoadErrorKind::Read("/dev/zero is not a regular file".into())
@@ -1079,7 +1079,7 @@ fn compiling_in_a_child_blames_the_component_or_the_compiler_rightly() {
         })
         .unwrap();
         let mut cfg = shipped_chain().remove(0);
-        cfg.path = path;
+        cfg.path = Some(path);
         let loaded = PolicyEngine::new(rt, &[cfg], Path::new("/"));
         // The artifact the child handed back is in the cache.
         let cached = std::fs::read_dir(cache.path()).unwrap().count();

@@ -248,6 +248,11 @@ fn plugins_response(s: &Shared) -> PluginsResponse {
         generation: chain.generation,
         plugins: chain.summaries(),
         last_reload_error: s.driver.policy().last_error(),
+        configmap: s
+            .configmap_status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     }
 }
 
@@ -259,16 +264,8 @@ pub async fn plugins(State(s): State<Shared>) -> Json<PluginsResponse> {
 #[utoipa::path(post, path = "/v1/plugins/reload",
     responses((status = 200, body = PluginsResponse), (status = 500, body = Problem)), security(("bearer" = [])))]
 pub async fn reload_plugins(State(s): State<Shared>) -> Result<Json<PluginsResponse>> {
-    let path = s.config_path.clone();
-    let plugins = match &path {
-        Some(p) => {
-            crate::config::Config::load(Some(p), &|k| std::env::var(k).ok())
-                .map_err(|e| Error::InvalidRequest(format!("cannot reload: {e}")))?
-                .plugins
-        }
-        None => s.driver.config().plugins.clone(),
-    };
-    s.driver.reload_plugins(plugins).await?;
+    let plugins = s.desired_plugins().map_err(Error::InvalidRequest)?;
+    s.driver.reload_plugins(plugins, "api").await?;
     Ok(Json(plugins_response(&s)))
 }
 

@@ -29,6 +29,63 @@ pub struct AppState {
     pub tokens: Vec<String>,
     /// Where `POST /v1/plugins/reload` reads the plugin list from.
     pub config_path: Option<std::path::PathBuf>,
+    /// The list last read from the plugin ConfigMap, when Berth takes its
+    /// plugins from one (`plugins_configmap`).
+    pub configmap_plugins: std::sync::RwLock<Option<Vec<crate::plugin::PluginConfig>>>,
+    /// What became of the ConfigMap's latest version.
+    pub configmap_status: std::sync::RwLock<Option<crate::plugins_configmap::ConfigMapStatus>>,
+}
+
+impl AppState {
+    pub fn new(
+        driver: Driver,
+        metrics: Arc<Metrics>,
+        tokens: Vec<String>,
+        config_path: Option<std::path::PathBuf>,
+    ) -> AppState {
+        AppState {
+            driver,
+            metrics,
+            tokens,
+            config_path,
+            configmap_plugins: Default::default(),
+            configmap_status: Default::default(),
+        }
+    }
+
+    /// The plugin list a reload (SIGHUP, `POST /v1/plugins/reload`) loads:
+    /// the ConfigMap's latest when Berth watches one, else the config
+    /// file's, read again.
+    pub fn desired_plugins(&self) -> Result<Vec<crate::plugin::PluginConfig>, String> {
+        if self.driver.config().plugins_configmap.is_some() {
+            return self
+                .configmap_plugins
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .ok_or_else(|| "the plugin ConfigMap has not been read yet".to_string());
+        }
+        match &self.config_path {
+            Some(p) => crate::config::Config::load(Some(p), &|k| std::env::var(k).ok())
+                .map(|c| c.plugins)
+                .map_err(|e| format!("cannot reload: {e}")),
+            None => Ok(self.driver.config().plugins.clone()),
+        }
+    }
+
+    pub fn set_configmap_plugins(&self, plugins: Vec<crate::plugin::PluginConfig>) {
+        *self
+            .configmap_plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(plugins);
+    }
+
+    pub fn set_configmap_status(&self, status: crate::plugins_configmap::ConfigMapStatus) {
+        *self
+            .configmap_status
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
 }
 
 pub type Shared = Arc<AppState>;

@@ -151,4 +151,8 @@ pub struct PluginsResponse {
     pub plugins: Vec<PluginSummary>,
     /// The last failed reload, if the current generation is older than it.
     pub last_reload_error: Option<String>,
+    /// The watched plugin ConfigMap and what became of its latest version
+    /// (only with `plugins_configmap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configmap: Option<crate::plugins_configmap::ConfigMapStatus>,
 }

@@ -235,15 +235,39 @@ impl Driver {
     /// Compiling is CPU work like a chain, so a reload holds one chain slot
     /// while it runs: it cannot take the CPUs from the requests being
     /// served, and waits its turn like them.
-    pub async fn reload_plugins(&self, plugins: Vec<crate::plugin::PluginConfig>) -> Result<u64> {
-        self.plugins_ready()?;
-        let slot = self.chain_slot().await?;
+    /// Loads `plugins` as the next generation (last-known-good: a failure
+    /// leaves the serving one). `trigger` names what asked, for metrics.
+    /// The first generation loads without waiting for readiness or a chain
+    /// slot; later ones take a slot, so a compile does not starve chains.
+    pub async fn reload_plugins(
+        &self,
+        plugins: Vec<crate::plugin::PluginConfig>,
+        trigger: &'static str,
+    ) -> Result<u64> {
+        let first = self.policy.chain().generation == 0;
+        let slot = if first {
+            None
+        } else {
+            self.plugins_ready()?;
+            Some(self.chain_slot().await?)
+        };
         let base = self.config.base_dir.clone();
         let (policy, metrics) = (self.policy.clone(), self.metrics.clone());
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let generation = policy.reload(&plugins, &base)?;
-            metrics.plugins_loaded(&policy.chain());
+            let started = Instant::now();
+            let loaded = policy.reload(&plugins, &base);
+            metrics.reload(trigger, loaded.is_ok());
+            let generation = loaded?;
+            let chain = policy.chain();
+            metrics.plugins_loaded(&chain);
+            tracing::info!(
+                generation,
+                trigger,
+                plugins = chain.summaries().len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "plugins loaded"
+            );
             Ok(generation)
         })
         .await

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 use super::{HarnessError, build, load_suite};
 use crate::config::Config;
-use crate::plugin::SessionContext;
 use crate::plugin::{Hook, PolicyEngine, Runtime, RuntimeOptions, Shapeable};
+use crate::plugin::{PluginError, SessionContext};
 
 #[derive(Debug, serde::Serialize)]
 pub struct PluginLoad {
@@ -124,18 +124,25 @@ pub fn bench_case(
     let text = input.to_string();
     let mut plugins = Vec::new();
     for p in &suite.plugins {
-        let path = if p.path.is_absolute() {
-            p.path.clone()
-        } else {
-            base.join(&p.path)
+        let Some(path) = &p.path else {
+            return Err(HarnessError::from(PluginError::Config(format!(
+                "plugin {:?}: the bench runs plugins from files; pull it first (berth plugin pull)",
+                p.name
+            ))));
         };
+        let bytes = crate::plugin::source::read_component(&base.join(path)).map_err(|m| {
+            PluginError::Load {
+                plugin: p.name.clone(),
+                kind: crate::plugin::LoadErrorKind::Read(m),
+            }
+        })?;
         let settings = serde_json::to_string(&p.settings).unwrap_or_default();
         let t = Instant::now();
-        Runtime::new(opts())?.load(&p.name, &path, None, settings.clone(), p.limits())?;
+        Runtime::new(opts())?.load(&p.name, bytes.clone(), None, settings.clone(), p.limits())?;
         let compile = t.elapsed();
         let rt = Runtime::new(opts())?;
         let t = Instant::now();
-        let loaded = rt.load(&p.name, &path, None, settings, p.limits())?;
+        let loaded = rt.load(&p.name, bytes, None, settings, p.limits())?;
         let cached = t.elapsed();
         let (mut peak, mut whole, mut inst, mut run, mut down) =
             (0, vec![], vec![], vec![], vec![]);

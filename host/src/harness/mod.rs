@@ -5,6 +5,7 @@ pub mod bench;
 pub mod junit;
 pub mod project;
 pub mod pss;
+pub mod registry;
 pub mod scaffold;
 
 use std::collections::BTreeMap;

@@ -20,6 +20,7 @@ use super::{PluginConfig, PluginError, PolicyError};
 
 struct Entry {
     component: LoadedComponent,
+    origin: super::Origin,
     profiles: Vec<String>,
     namespaces: Vec<String>,
     scope: Scope,
@@ -333,6 +334,9 @@ pub struct PluginSummary {
     pub plugin_version: String,
     pub hooks: Vec<Hook>,
     pub sha256: String,
+    /// Where the component came from (file, registry, digest cache) and,
+    /// for an OCI plugin, the resolved digest and the key that signed it.
+    pub origin: super::Origin,
     pub from_cache: bool,
     pub load_ms: f64,
 }
@@ -350,6 +354,7 @@ impl Chain {
     /// `progress` hears what is being loaded, e.g. `plugin "x" (2 of 3)`.
     pub fn load(
         runtime: &Runtime,
+        sources: &super::Sources,
         configs: &[PluginConfig],
         base_dir: &Path,
         generation: u64,
@@ -357,7 +362,6 @@ impl Chain {
     ) -> Result<Chain, PluginError> {
         let mut ordered: Vec<&PluginConfig> = configs.iter().collect();
         ordered.sort_by_key(|c| c.order);
-        let mut entries = Vec::with_capacity(ordered.len());
         for (i, c) in ordered.iter().enumerate() {
             if ordered[..i].iter().any(|o| o.name == c.name) {
                 return Err(PluginError::Config(format!(
@@ -367,11 +371,13 @@ impl Chain {
             }
             c.validate(&format!("plugins[{}]", c.name))
                 .map_err(PluginError::Config)?;
-            let path = if c.path.is_absolute() {
-                c.path.clone()
-            } else {
-                base_dir.join(&c.path)
-            };
+        }
+        if ordered.iter().any(|c| c.reference.is_some()) {
+            progress("fetching plugins from their registries".into());
+        }
+        let fetched = sources.fetch_all(&ordered, base_dir)?;
+        let mut entries = Vec::with_capacity(ordered.len());
+        for (i, (c, fetched)) in ordered.iter().zip(fetched).enumerate() {
             let settings = serde_json::to_string(&c.settings)
                 .map_err(|e| PluginError::Config(e.to_string()))?;
             progress(format!(
@@ -380,14 +386,22 @@ impl Chain {
                 i + 1,
                 ordered.len()
             ));
-            let component =
-                runtime.load(&c.name, &path, c.sha256.as_deref(), settings, c.limits())?;
+            let component = runtime.load(
+                &c.name,
+                fetched.bytes,
+                c.sha256.as_deref(),
+                settings,
+                c.limits(),
+            )?;
             tracing::info!(
                 plugin = %c.name, version = %component.info.version, from_cache = component.load.from_cache,
-                load_ms = component.load.duration.as_secs_f64() * 1e3, "plugin loaded"
+                load_ms = component.load.duration.as_secs_f64() * 1e3,
+                digest = fetched.origin.digest.as_deref().unwrap_or("-"),
+                fetched_from = %fetched.origin.fetched_from, "plugin loaded"
             );
             entries.push(Entry {
                 component,
+                origin: fetched.origin,
                 profiles: c.profiles.clone(),
                 namespaces: c.namespaces.clone(),
                 scope: c.scope(),
@@ -410,6 +424,7 @@ impl Chain {
                     plugin_version: c.info.version.clone(),
                     hooks: c.info.hooks.list(),
                     sha256: c.sha256.clone(),
+                    origin: e.origin.clone(),
                     from_cache: c.load.from_cache,
                     load_ms: c.load.duration.as_secs_f64() * 1e3,
                 }
@@ -448,6 +463,7 @@ impl Chain {
 /// The live chain plus what it takes to build the next one.
 pub struct PolicyEngine {
     runtime: Runtime,
+    sources: super::Sources,
     guards: Guards,
     current: RwLock<Arc<Chain>>,
     next_generation: AtomicU64,
@@ -475,12 +491,21 @@ impl PolicyEngine {
     pub fn pending(runtime: Runtime) -> Self {
         PolicyEngine {
             runtime,
+            sources: super::Sources::default(),
             guards: Guards::default(),
             current: RwLock::new(Arc::new(Chain::empty())),
             next_generation: AtomicU64::new(1),
             last_error: RwLock::new(None),
             reloading: std::sync::Mutex::new(()),
             loading: RwLock::new(Some("waiting to load the plugins".into())),
+        }
+    }
+
+    /// Says what the first load waits for (`/readyz` shows it); nothing
+    /// once a generation is in.
+    pub fn waiting(&self, what: String) {
+        if self.chain().generation == 0 {
+            *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
         }
     }
 
@@ -496,6 +521,16 @@ impl PolicyEngine {
     /// The same engine holding every chain to `guards` (label prefix,
     /// trusted peer labels, Pod Security level); the default is `bay`, none,
     /// baseline.
+    pub fn with_sources(mut self, sources: super::Sources) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Where OCI plugins come from and what they must be signed by.
+    pub fn sources(&self) -> &super::Sources {
+        &self.sources
+    }
+
     pub fn with_guards(mut self, guards: Guards) -> Self {
         self.guards = guards;
         self
@@ -566,7 +601,14 @@ impl PolicyEngine {
                 *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
             }
         };
-        match Chain::load(&self.runtime, configs, base_dir, generation, &progress) {
+        match Chain::load(
+            &self.runtime,
+            &self.sources,
+            configs,
+            base_dir,
+            generation,
+            &progress,
+        ) {
             Ok(chain) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
                 *self.loading.write().unwrap_or_else(|p| p.into_inner()) = None;

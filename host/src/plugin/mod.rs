@@ -5,7 +5,10 @@ pub mod chain;
 pub mod context;
 pub mod guard;
 pub mod identity;
+pub mod oci;
 pub mod runtime;
+pub mod signature;
+pub mod source;
 pub mod v0_1;
 
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ pub use chain::{Chain, PolicyEngine, Shapeable, Shaped, Step, StepDiff, StepResu
 pub use context::{Hook, Hooks, PluginInfo, Rejection, SessionContext};
 pub use guard::{Guards, PodSecurity, Rule, Scope};
 pub use runtime::{Limits, Runtime, RuntimeOptions};
+pub use source::{Origin, SignaturePolicy, Sources};
 
 /// One plugin in the operator's configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
@@ -25,9 +29,21 @@ pub struct PluginConfig {
     /// Name used in errors, logs, diffs and metrics.
     pub name: String,
     /// Path of the `.wasm` component (relative paths: to the config file).
-    #[schema(value_type = String)]
-    pub path: PathBuf,
-    /// Hex sha256 the file must have; loading fails on a mismatch.
+    /// Exactly one of `path` and `reference`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub path: Option<PathBuf>,
+    /// The component as an OCI artifact: `oci://HOST/REPO:TAG` (resolved
+    /// at every load; `/v1/plugins` shows the digest) or
+    /// `oci://HOST/REPO@sha256:HEX` (loads from the digest cache with the
+    /// registry away).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Which signatures this OCI plugin needs, instead of
+    /// `plugin_signatures`.
+    #[serde(default)]
+    pub signature: Option<SignaturePolicy>,
+    /// Hex sha256 the component must have; loading fails on a mismatch.
     #[serde(default)]
     pub sha256: Option<String>,
     /// The plugin's settings document, validated by the plugin at load.
@@ -86,6 +102,28 @@ impl PluginConfig {
         if self.name.is_empty() {
             return Err(format!("{key}.name must not be empty"));
         }
+        match (&self.path, &self.reference) {
+            (Some(_), Some(_)) => {
+                return Err(format!("{key} names both a path and a reference; keep one"));
+            }
+            (None, None) => return Err(format!("{key} needs a path or a reference")),
+            (None, Some(r)) => {
+                oci::parse_reference(r).map_err(|e| format!("{key}.reference: {e}"))?;
+                if !r.starts_with(oci::SCHEME) {
+                    return Err(format!("{key}.reference must start with {}", oci::SCHEME));
+                }
+            }
+            (Some(_), None) => {
+                if self.signature.is_some() {
+                    return Err(format!(
+                        "{key}.signature applies to OCI plugins (a file is pinned with sha256)"
+                    ));
+                }
+            }
+        }
+        if let Some(s) = &self.signature {
+            s.validate(&format!("{key}.signature"))?;
+        }
         if self.deadline_ms == 0 || self.deadline_ms > 10_000 {
             return Err(format!(
                 "{key}.deadline_ms must be within 1..=10000, got {}",
@@ -129,6 +167,13 @@ impl PluginConfig {
 pub enum LoadErrorKind {
     #[error("cannot read the component: {0}")]
     Read(String),
+    /// The OCI artifact could not be resolved, verified or pulled.
+    #[error("{reference}: {error}")]
+    Fetch {
+        reference: String,
+        #[source]
+        error: oci::FetchError,
+    },
     #[error("sha256 mismatch: configured {expected}, file has {actual}")]
     HashMismatch { expected: String, actual: String },
     #[error("not a valid WebAssembly component: {0}")]

@@ -161,40 +161,6 @@ fn engine_config(options: &RuntimeOptions) -> Config {
 /// component's own (it does not compile), as opposed to the compiler's.
 pub const INVALID_COMPONENT: &str = "invalid component: ";
 
-/// The largest component file Berth reads, bytes. Python components are
-/// about 18 MiB; this leaves room without letting a path such as
-/// `/dev/zero` take the server's memory.
-pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
-
-/// Reads a component file: a regular file, at most `MAX_COMPONENT_BYTES`.
-fn read_component(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    if meta.len() > MAX_COMPONENT_BYTES {
-        return Err(format!(
-            "{shown} is {} MiB, over the {} MiB a component may be",
-            meta.len() >> 20,
-            MAX_COMPONENT_BYTES >> 20
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_COMPONENT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
-        return Err(format!(
-            "{shown} grew past {} MiB while read",
-            MAX_COMPONENT_BYTES >> 20
-        ));
-    }
-    Ok(bytes)
-}
-
 /// In `berth compile-plugin`: die with the server that started it, so a
 /// killed server leaves no compiler running (Linux; elsewhere a no-op).
 pub fn die_with_parent() {
@@ -502,7 +468,7 @@ impl Runtime {
     pub fn load(
         &self,
         name: &str,
-        path: &Path,
+        bytes: Vec<u8>,
         expected_sha256: Option<&str>,
         settings: String,
         limits: Limits,
@@ -512,7 +478,6 @@ impl Runtime {
             plugin: name.to_string(),
             kind,
         };
-        let bytes = read_component(path).map_err(|m| err(LoadErrorKind::Read(m)))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         if let Some(want) = expected_sha256
             && !want.eq_ignore_ascii_case(&sha256)

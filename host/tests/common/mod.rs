@@ -569,3 +569,146 @@ pub fn serve(config: &std::path::Path) -> tokio::process::Child {
         .spawn()
         .expect("berth serve")
 }
+
+/// A CNCF distribution registry (Debian's `docker-registry`) on a loopback
+/// port of its own, removed when dropped. With `auth`, every repository
+/// needs the user `berth` (password in `PASSWORD`), through htpasswd.
+pub struct TestRegistry {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// A Docker config file holding the credentials (with `auth`).
+    pub auth_file: PathBuf,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl TestRegistry {
+    pub const PASSWORD: &'static str = "registry-s3cret";
+
+    pub fn start(auth: bool) -> TestRegistry {
+        use std::process::Command;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\nhttp:\n  addr: {addr}\n  secret: berth-tests\n",
+            dir.path().join("data").display()
+        );
+        let auth_file = dir.path().join("docker-config.json");
+        if auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", "berth", Self::PASSWORD])
+                .output()
+                .expect("htpasswd (Debian apache2-utils) is missing: .ci/run installs it");
+            assert!(out.status.success(), "htpasswd failed");
+            std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
+            config += &format!(
+                "auth:\n  htpasswd: {{ realm: berth, path: {} }}\n",
+                dir.path().join("htpasswd").display()
+            );
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("berth:{}", Self::PASSWORD));
+            std::fs::write(
+                &auth_file,
+                serde_json::json!({ "auths": { &addr: { "auth": token } } }).to_string(),
+            )
+            .unwrap();
+        } else {
+            std::fs::write(&auth_file, r#"{"auths": {}}"#).unwrap();
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry package) is missing: .ci/run installs it");
+        let registry = TestRegistry {
+            addr,
+            auth_file,
+            dir,
+            child,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not listen on {}: {}",
+            registry.addr,
+            std::fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    /// `oci://127.0.0.1:PORT/` + `repo`.
+    pub fn reference(&self, repo: &str) -> String {
+        format!("oci://{}/{repo}", self.addr)
+    }
+
+    /// Stops the registry (as an outage would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs `berth plugin ARGS… --plain-http --auth-file F`; status, stdout,
+    /// stderr.
+    pub fn berth(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("plugin")
+            .args(args)
+            .arg("--plain-http")
+            .arg("--auth-file")
+            .arg(&self.auth_file)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .output()
+            .expect("run berth");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Pushes a shipped plugin's component as `repo:TAG` with the CLI; the
+    /// digest-pinned reference it prints.
+    pub fn push(&self, file: &str, repo_tag: &str) -> String {
+        let (ok, out, err) = self.berth(&[
+            "push",
+            wasm(file).to_str().unwrap(),
+            &self.reference(repo_tag),
+        ]);
+        assert!(ok, "push failed: {err}");
+        out.trim()
+            .strip_prefix("pushed ")
+            .unwrap_or_else(|| panic!("push printed {out:?}"))
+            .to_string()
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A P-256 key pair as PEM files `NAME.key` (PKCS#8) and `NAME.pub` in
+/// `dir`, made with the same crate Berth verifies with.
+pub fn key_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    use sigstore::crypto::signing_key::SigStoreKeyPair;
+    use sigstore::crypto::signing_key::ecdsa::{ECDSAKeys, EllipticCurve};
+    let pair = SigStoreKeyPair::ECDSA(ECDSAKeys::new(EllipticCurve::P256).expect("key"));
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    std::fs::write(&private, pair.private_key_to_pem().unwrap().as_bytes()).unwrap();
+    std::fs::write(&public, pair.public_key_to_pem().unwrap()).unwrap();
+    (private, public)
+}
