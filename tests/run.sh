@@ -12,6 +12,7 @@ step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - t0))" >&2; }
 
 step "building the control plane binaries (cached in ~/.cache/berth)"
 tests/cluster/cluster.sh build
+tests/kustomize.sh >/dev/null
 step "building plugins for wasm32-wasip2"
 tests/build-plugins.sh
 step "building Berth and its tests"
@@ -19,6 +20,9 @@ cargo build --quiet -p berth
 cargo test --quiet --workspace --exclude berth-fixture-hostile --exclude berth-fixture-future-wit --exclude berth-fixture-wrong-signature --exclude berth-fixture-big-memory --no-run
 
 status=0
+step "Berth's image: the Containerfile built with buildah"
+tests/image.sh || status=1
+
 step "control plane fault handling (stale dir, crashing component, no leftovers)"
 tests/cluster/selftest.sh || status=1
 

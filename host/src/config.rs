@@ -118,7 +118,7 @@ pub struct Config {
     /// A `start` or `destroy` still waiting 3 s before the end is answered
     /// 503 `shutting_down` (retry on another replica), then every connection
     /// is closed. Keep it below the Pod's `terminationGracePeriodSeconds`
-    /// (`deploy/berth.yaml`: 30).
+    /// (`deploy/deployment.yaml`: 30).
     pub shutdown_grace_s: u64,
     /// How long `destroy` waits for a Pod to be gone.
     pub destroy_timeout_s: u64,

@@ -238,6 +238,14 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 /// (a plugin that printed or slept made them panic).
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // The offline tools end quietly when their reader goes away
+        // (`berth openapi | head`), as other command-line tools do, rather
+        // than panic on the write. The server keeps Rust's default: a
+        // client hanging up must never end it.
+        // SAFETY: restoring a default signal disposition, before any thread.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Serve { config } => {
             let mut cfg = load(config.as_deref())?;

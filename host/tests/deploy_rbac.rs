@@ -1,7 +1,8 @@
-//! The manifests in deploy/ against the real control plane: the API server
-//! accepts every object, and Berth running with nothing but the
-//! ServiceAccount's token (the Role's verbs) can drive a whole session,
-//! while a SubjectAccessReview shows what it cannot do.
+//! The manifests in deploy/, rendered by kustomize as `kubectl apply -k
+//! deploy/` does, against the real control plane: the API server accepts
+//! every object, and Berth running with nothing but the ServiceAccount's
+//! token (the Role's verbs) takes its plugins from the ConfigMap and drives
+//! a whole session, while SubjectAccessReviews show what it cannot do.
 
 mod common;
 
@@ -17,7 +18,27 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 fn manifests(ns: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(repo_root().join("deploy/berth.yaml")).unwrap();
+    let kustomize = std::process::Command::new("bash")
+        .arg(repo_root().join("tests/kustomize.sh"))
+        .output()
+        .expect("tests/kustomize.sh");
+    assert!(
+        kustomize.status.success(),
+        "no kustomize: {}",
+        String::from_utf8_lossy(&kustomize.stderr)
+    );
+    let bin = String::from_utf8(kustomize.stdout).unwrap();
+    let out = std::process::Command::new(bin.trim())
+        .arg("build")
+        .arg(repo_root().join("deploy"))
+        .output()
+        .expect("kustomize build deploy/");
+    assert!(
+        out.status.success(),
+        "kustomize build deploy/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| {
             let mut v = <Value as serde::Deserialize>::deserialize(d).unwrap();
@@ -63,11 +84,23 @@ async fn allowed(
     subresource: Option<&str>,
     group: &str,
 ) -> bool {
+    allowed_named(client, ns, verb, resource, subresource, group, None).await
+}
+
+async fn allowed_named(
+    client: &kube::Client,
+    ns: &str,
+    verb: &str,
+    resource: &str,
+    subresource: Option<&str>,
+    group: &str,
+    name: Option<&str>,
+) -> bool {
     let sar: SubjectAccessReview = serde_json::from_value(json!({
         "spec": {
             "user": format!("system:serviceaccount:{ns}:berth"),
             "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
-            "resourceAttributes": { "namespace": ns, "verb": verb, "resource": resource, "subresource": subresource, "group": group }
+            "resourceAttributes": { "namespace": ns, "verb": verb, "resource": resource, "subresource": subresource, "group": group, "name": name }
         }
     }))
     .unwrap();
@@ -92,9 +125,45 @@ async fn berth_runs_a_session_with_only_its_role() {
             // No image can run here; the API server still validates them fully.
             "Deployment" => create::<Deployment>(&client, &ns, &v, true).await,
             "Service" => create::<Service>(&client, &ns, &v, true).await,
-            other => panic!("unexpected kind {other} in deploy/berth.yaml"),
+            other => panic!("unexpected kind {other} in deploy/"),
         }
     }
+
+    // The plugin ConfigMap, and nothing else of its kind.
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            allowed_named(
+                &client,
+                &ns,
+                verb,
+                "configmaps",
+                None,
+                "",
+                Some("berth-plugins")
+            )
+            .await,
+            "{verb}"
+        );
+        assert!(
+            !allowed_named(&client, &ns, verb, "configmaps", None, "", Some("berth")).await,
+            "{verb}"
+        );
+    }
+    assert!(!allowed(&client, &ns, "list", "configmaps", None, "").await);
+    assert!(
+        !allowed_named(
+            &client,
+            &ns,
+            "update",
+            "configmaps",
+            None,
+            "",
+            Some("berth-plugins")
+        )
+        .await
+    );
+    assert!(allowed(&client, &ns, "create", "events", None, "events.k8s.io").await);
+    assert!(!allowed(&client, &ns, "delete", "events", None, "events.k8s.io").await);
 
     // What the Role does not grant.
     assert!(!allowed(&client, &ns, "get", "secrets", None, "").await);
@@ -145,7 +214,30 @@ async fn berth_runs_a_session_with_only_its_role() {
     ))
     .unwrap();
 
-    let b = berth_with(&ns, shipped_chain(), |c| c.kubeconfig = Some(kc.clone())).await;
+    // The plugin list as a platform team keeps it: in berth-plugins. (The
+    // base's OCI references name a registry that is not here; the shipped
+    // plugins are the same components, from files.)
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let mut plugins = configmaps.get("berth-plugins").await.unwrap();
+    plugins.data = Some(
+        [(
+            "plugins.yaml".to_string(),
+            serde_yaml::to_string(&shipped_chain()).unwrap(),
+        )]
+        .into(),
+    );
+    configmaps
+        .replace("berth-plugins", &PostParams::default(), &plugins)
+        .await
+        .unwrap();
+    let b = berth_with(&ns, Vec::new(), |c| {
+        c.kubeconfig = Some(kc.clone());
+        c.plugins_configmap = serde_json::from_value(json!({ "name": "berth-plugins" })).unwrap();
+    })
+    .await;
+    let (_, listed) = b.get_json("/v1/plugins").await;
+    assert_eq!(listed["plugins"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed["configmap"]["generation"], 1, "{listed}");
     let id = unique("rbac");
     let r = b
         .post("/v1/volumes")
@@ -223,5 +315,19 @@ async fn berth_runs_a_session_with_only_its_role() {
             .unwrap()
             .status(),
         StatusCode::NO_CONTENT
+    );
+    // The load was recorded on the ConfigMap with nothing but the Role.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PluginsLoaded")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("berth-plugins")),
+        "{:?}",
+        events.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
     );
 }

@@ -301,6 +301,6 @@ pub async fn readyz(State(s): State<Shared>) -> Result<&'static str> {
     }
 }
 
-/// Below the probe's `timeoutSeconds` in `deploy/berth.yaml` (3 s), so the
+/// Below the probe's `timeoutSeconds` in `deploy/deployment.yaml` (3 s), so the
 /// kubelet gets Berth's answer rather than its own timeout.
 const READYZ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
