@@ -16,7 +16,7 @@ command -v buildah >/dev/null || { echo "buildah is missing (Debian's buildah; .
 [ -x "$binary" ] || { echo "$binary is missing: cargo build -p berth" >&2; exit 1; }
 export BUILDAH_ISOLATION=chroot STORAGE_DRIVER=vfs
 work=$(mktemp -d)
-trap 'rm -rf "$work"; buildah rm -a >/dev/null 2>&1 || true' EXIT
+trap 'rm -rf "$work"; buildah rm -a >/dev/null 2>&1 || true; buildah rmi --prune >/dev/null 2>&1 || true' EXIT
 
 # The runtime base: what distroless/cc-debian12:nonroot holds.
 base=$work/base

@@ -382,11 +382,17 @@ fn main() -> anyhow::Result<()> {
                 },
         } => {
             use berth::harness::registry;
+            // The key first: a key that cannot sign must not leave the tag
+            // moved to an unsigned artifact.
+            let signer = match &key {
+                Some(k) => Some(registry::signing_key(k).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
             let pinned =
                 registry::push(&file, &reference, &registry).map_err(anyhow::Error::msg)?;
             println!("pushed {pinned}");
-            if let Some(key) = key {
-                registry::sign(&pinned, &key, &registry).map_err(anyhow::Error::msg)?;
+            if let (Some(signer), Some(key)) = (signer, key) {
+                registry::sign(&pinned, &signer, &registry).map_err(anyhow::Error::msg)?;
                 println!("signed {pinned} with {}", key.display());
             }
             Ok(())
@@ -422,7 +428,8 @@ fn main() -> anyhow::Result<()> {
                     registry,
                 },
         } => {
-            let pinned = berth::harness::registry::sign(&reference, &key, &registry)
+            let signer = berth::harness::registry::signing_key(&key).map_err(anyhow::Error::msg)?;
+            let pinned = berth::harness::registry::sign(&reference, &signer, &registry)
                 .map_err(anyhow::Error::msg)?;
             println!("signed {pinned} with {}", key.display());
             Ok(())

@@ -7,6 +7,8 @@
 //! `resourceNames`; the watch selects it with `metadata.name=`), and
 //! `create`/`patch` on `events.k8s.io` Events.
 
+use std::time::Duration;
+
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -48,8 +50,15 @@ pub struct ConfigMapStatus {
     pub error: Option<String>,
 }
 
-/// Parses the plugin list held under the key.
-pub fn parse_list(text: &str) -> Result<Vec<PluginConfig>, String> {
+/// Parses the plugin list held under the key. Whoever edits the ConfigMap
+/// may not get around `plugin_signatures.required`: then every entry must
+/// be an OCI reference (a file on Berth's disk carries no signature), and
+/// an entry's own `signature` may change the keys but not drop the
+/// requirement (see `Sources`).
+pub fn parse_list(text: &str, signatures_required: bool) -> Result<Vec<PluginConfig>, String> {
+    if text.trim().is_empty() {
+        return Err("the plugin list is empty (write [] to run without plugins)".into());
+    }
     let plugins: Vec<PluginConfig> = serde_path_to_error::deserialize(
         serde_yaml::Deserializer::from_str(text),
     )
@@ -59,6 +68,12 @@ pub fn parse_list(text: &str) -> Result<Vec<PluginConfig>, String> {
     })?;
     for (i, p) in plugins.iter().enumerate() {
         p.validate(&format!("[{i}]"))?;
+        if signatures_required && p.reference.is_none() {
+            return Err(format!(
+                "[{i}] ({:?}) is a file, but plugin_signatures.required asks every plugin from the ConfigMap to be a signed OCI artifact",
+                p.name
+            ));
+        }
     }
     Ok(plugins)
 }
@@ -91,40 +106,36 @@ pub async fn watch(
     .default_backoff()
     .applied_objects();
     futures::pin_mut!(events);
-    while let Some(event) = events.next().await {
-        let cm = match event {
-            Ok(cm) => cm,
-            Err(e) => {
-                tracing::warn!(configmap = %shown, error = %e, "watching the plugin ConfigMap");
-                continue;
+    // A list that failed to load (a registry away, say) is tried again,
+    // less and less often, until it loads or the ConfigMap changes.
+    let mut retry: Option<(ConfigMap, Duration)> = None;
+    loop {
+        let retry_in = retry.as_ref().map(|(_, d)| *d);
+        let cm = tokio::select! {
+            event = events.next() => match event {
+                None => return,
+                Some(Err(e)) => {
+                    tracing::warn!(configmap = %shown, error = %e, "watching the plugin ConfigMap");
+                    continue;
+                }
+                Some(Ok(cm)) => {
+                    let text = cm.data.as_ref().and_then(|d| d.get(&spec.key)).cloned();
+                    // A resync, or a change to another key: nothing to load.
+                    if seen.as_ref() == Some(&text) {
+                        continue;
+                    }
+                    seen = Some(text);
+                    cm
+                }
+            },
+            _ = tokio::time::sleep(retry_in.unwrap_or_default()), if retry_in.is_some() => {
+                match retry.as_ref() {
+                    Some((cm, _)) => cm.clone(),
+                    None => continue,
+                }
             }
         };
-        let text = cm.data.as_ref().and_then(|d| d.get(&spec.key)).cloned();
-        // A resync, or a change to another key: nothing to load.
-        if seen.as_ref() == Some(&text) {
-            continue;
-        }
-        seen = Some(text.clone());
-        let version = cm.metadata.resource_version.clone();
-        let listed = match text {
-            None => Err(format!("it has no key {:?}", spec.key)),
-            Some(text) => parse_list(&text),
-        };
-        let outcome = match listed {
-            Err(e) => {
-                // Never reached the engine, which counts its own loads.
-                state.metrics.reload("configmap", false);
-                Err(e)
-            }
-            Ok(list) => {
-                state.set_configmap_plugins(list.clone());
-                state
-                    .driver
-                    .reload_plugins(list, "configmap")
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        };
+        let (outcome, retryable) = apply(&state, &spec, &cm).await;
         if let Err(e) = &outcome {
             // Until a generation is in, readiness says why not.
             state
@@ -132,9 +143,55 @@ pub async fn watch(
                 .policy()
                 .waiting(format!("ConfigMap {shown}: {e}"));
         }
-        report(&state, &cm, &shown, version, &outcome).await;
+        report(
+            &state,
+            &cm,
+            &shown,
+            cm.metadata.resource_version.clone(),
+            &outcome,
+        )
+        .await;
+        retry = match (&outcome, retryable) {
+            (Err(_), true) => {
+                let next = retry_in.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+                tracing::info!(configmap = %shown, in_s = next.as_secs(), "will try the plugin list again");
+                Some((cm, next))
+            }
+            _ => None,
+        };
         if let (Ok(generation), Some(tx)) = (&outcome, first.take_if(|_| outcome.is_ok())) {
             let _ = tx.send(*generation);
+        }
+    }
+}
+
+/// The first retry of a list that failed to load, then doubling up to
+/// `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Parses and loads the ConfigMap's list; the new generation, or why not,
+/// and whether trying the same list again may help (a load failed, rather
+/// than a list that does not parse).
+async fn apply(
+    state: &Shared,
+    spec: &PluginsConfigMap,
+    cm: &ConfigMap,
+) -> (Result<u64, String>, bool) {
+    let listed = match cm.data.as_ref().and_then(|d| d.get(&spec.key)) {
+        None => Err(format!("it has no key {:?}", spec.key)),
+        Some(text) => parse_list(text, state.driver.policy().sources().signatures.required),
+    };
+    match listed {
+        Err(e) => {
+            // Never reached the engine, which counts its own loads.
+            state.metrics.reload("configmap", false);
+            (Err(e), false)
+        }
+        Ok(list) => {
+            state.set_configmap_plugins(list.clone());
+            let loaded = state.driver.reload_plugins(list, "configmap").await;
+            (loaded.map_err(|e| e.to_string()), true)
         }
     }
 }
@@ -234,14 +291,23 @@ mod tests {
     fn the_list_is_checked_before_anything_loads() {
         let ok = parse_list(
             "- name: restricted\n  reference: oci://127.0.0.1:5000/berth/restricted:0.1\n",
+            true,
         )
         .unwrap();
         assert_eq!(ok[0].name, "restricted");
-        let err =
-            parse_list("- name: x\n  path: /a.wasm\n  reference: oci://h.io/r:1\n").unwrap_err();
+        let both = "- name: x\n  path: /a.wasm\n  reference: oci://h.io/r:1\n";
+        let err = parse_list(both, false).unwrap_err();
         assert!(err.contains("both a path and a reference"), "{err}");
-        let err = parse_list("- name: x\n  pth: /a.wasm\n").unwrap_err();
+        let err = parse_list("- name: x\n  pth: /a.wasm\n", false).unwrap_err();
         assert!(err.contains("[0]") && err.contains("pth"), "{err}");
-        assert!(parse_list("plugins: []").is_err());
+        assert!(parse_list("plugins: []", false).is_err());
+        // Signatures required: no file from the ConfigMap.
+        let file = "- name: x\n  path: /a.wasm\n";
+        assert!(parse_list(file, false).is_ok());
+        let err = parse_list(file, true).unwrap_err();
+        assert!(err.contains("signed OCI artifact"), "{err}");
+        // An empty key is a mistake; [] is a choice.
+        assert!(parse_list("  \n", false).unwrap_err().contains("write []"));
+        assert!(parse_list("[]", true).unwrap().is_empty());
     }
 }

@@ -106,6 +106,20 @@ fn the_command_line_pushes_signs_and_pulls_with_credentials() {
     assert!(ok, "{err}");
     assert!(out.contains(&pinned), "{out}");
 
+    // A key that cannot sign stops the push before the tag moves.
+    let other = reg.reference("platform/restricted:2.0");
+    let missing = dir.path().join("no-such.key");
+    let (ok, _, err) = reg.berth(&[
+        "push",
+        file.to_str().unwrap(),
+        &other,
+        "--key",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("no-such.key"), "{err}");
+    let (ok, _, err) = reg.berth(&["pull", &other, "-o", dir.path().join("x").to_str().unwrap()]);
+    assert!(!ok && err.contains("no such artifact"), "{err}");
+
     let got = dir.path().join("got.wasm");
     let (ok, out, err) = reg.berth(&[
         "pull",
@@ -379,6 +393,91 @@ fn a_bad_artifact_fails_its_load_clearly_and_the_last_good_generation_serves() {
         .collect();
     assert_eq!(kept, vec![digest_of(&good).trim_start_matches("sha256:")]);
     assert_eq!(e.chain().generation, 1);
+
+    // An entry (say, from a ConfigMap) cannot lift a required signature.
+    let mut lax = from(&restricted(), &unsigned);
+    lax.signature = Some(SignaturePolicy::default());
+    let err = engine(sources(&reg, &cache, &[&a_pub]))
+        .reload(&[lax], Path::new("/"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("it is not signed"), "{err}");
+
+    // The verdict does not depend on what the cache holds: pulled with no
+    // keys configured, then loaded with keys (not required), an artifact
+    // whose only signature is by an untrusted key fails as a pull does.
+    let pinned_wrong = from(&shipped_chain()[1], &wrong_key);
+    let no_keys = engine(sources(&reg, &cache, &[]));
+    no_keys
+        .reload(std::slice::from_ref(&pinned_wrong), Path::new("/"))
+        .unwrap();
+    let mut optional = sources(&reg, &cache, &[&a_pub]);
+    optional.signatures.required = false;
+    let err = engine(optional)
+        .reload(&[pinned_wrong], Path::new("/"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("none of its 1 signature(s) verifies"), "{err}");
+}
+
+#[test]
+fn a_registry_that_drips_its_bytes_is_given_up_on() {
+    use std::io::{Read, Write};
+    // Answers every connection with a header and then a byte every 300 ms:
+    // no pause is long enough to trip the read timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n");
+                while conn.write_all(b" ").is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sources = Sources {
+        registry: RegistryConfig {
+            plain_http: vec![addr.clone()],
+            timeout_s: 2,
+            fetch_timeout_s: 3,
+            ..RegistryConfig::default()
+        },
+        signatures: SignaturePolicy::default(),
+        cache: Some(DigestCache::new(dir.path())),
+    };
+    let reference = format!("oci://{addr}/p/slow:1");
+    let err = engine(sources)
+        .reload(&[from(&restricted(), &reference)], Path::new("/"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gave up after 3 s (registry.fetch_timeout_s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn key_and_credential_files_must_be_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.pub");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Opening a FIFO would wait for a writer for ever.
+    let err = berth::plugin::signature::TrustedKey::from_file(&fifo).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = berth::plugin::oci::Credentials::from_file(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
 }
 
 /// Waits (up to 60 s) until `/v1/plugins` satisfies `done`; the body and
@@ -582,5 +681,33 @@ async fn the_plugin_list_follows_a_configmap_and_keeps_the_last_good_one() {
     })
     .await;
     assert_eq!(body["generation"], 2);
+
+    // A list that failed to load is tried again without a change: a tag
+    // pushed after the update is picked up.
+    let late = reg.reference("p/late:1");
+    configmaps
+        .patch(
+            "berth-plugins",
+            &PatchParams::default(),
+            &Patch::Merge(patch(entries(Some(&late)))),
+        )
+        .await
+        .unwrap();
+    plugins_until(&b, std::time::Instant::now(), |p| {
+        p["configmap"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("p/late:1"))
+    })
+    .await;
+    let late_pinned = reg.push("berth_plugin_scheduling", "p/late:1");
+    let (body, _) = plugins_until(&b, std::time::Instant::now(), |p| {
+        p["plugins"][1]["origin"]["reference"] == late.as_str()
+    })
+    .await;
+    assert_eq!(
+        body["plugins"][1]["origin"]["digest"],
+        digest_of(&late_pinned)
+    );
+    assert!(body["configmap"]["error"].is_null(), "{body}");
     child.kill().await.unwrap();
 }

@@ -55,8 +55,19 @@ impl AppState {
 
     /// The plugin list a reload (SIGHUP, `POST /v1/plugins/reload`) loads:
     /// the ConfigMap's latest when Berth watches one, else the config
-    /// file's, read again.
+    /// file's, read again. The file's `registry` and `plugin_signatures`
+    /// are read again too and apply from this load on.
     pub fn desired_plugins(&self) -> Result<Vec<crate::plugin::PluginConfig>, String> {
+        let file = match &self.config_path {
+            Some(p) => Some(
+                crate::config::Config::load(Some(p), &|k| std::env::var(k).ok())
+                    .map_err(|e| format!("cannot reload: {e}"))?,
+            ),
+            None => None,
+        };
+        if let Some(config) = &file {
+            self.driver.policy().set_sources(config.sources());
+        }
         if self.driver.config().plugins_configmap.is_some() {
             return self
                 .configmap_plugins
@@ -65,12 +76,10 @@ impl AppState {
                 .clone()
                 .ok_or_else(|| "the plugin ConfigMap has not been read yet".to_string());
         }
-        match &self.config_path {
-            Some(p) => crate::config::Config::load(Some(p), &|k| std::env::var(k).ok())
-                .map(|c| c.plugins)
-                .map_err(|e| format!("cannot reload: {e}")),
-            None => Ok(self.driver.config().plugins.clone()),
-        }
+        Ok(match file {
+            Some(config) => config.plugins,
+            None => self.driver.config().plugins.clone(),
+        })
     }
 
     pub fn set_configmap_plugins(&self, plugins: Vec<crate::plugin::PluginConfig>) {

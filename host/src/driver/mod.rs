@@ -62,6 +62,8 @@ pub struct Driver {
     pod_watch: tokio::sync::OnceCell<PodWatch>,
     /// One permit per policy chain that may run at once (`plugin_slots`).
     chain_slots: Arc<tokio::sync::Semaphore>,
+    /// Plugin reloads, one at a time.
+    reloads: tokio::sync::Mutex<()>,
     /// Set once the session isolation NetworkPolicy is applied; no session
     /// Pod is created before.
     isolated: std::sync::OnceLock<()>,
@@ -86,6 +88,7 @@ impl Driver {
             keys,
             pod_watch: tokio::sync::OnceCell::new(),
             chain_slots,
+            reloads: tokio::sync::Mutex::new(()),
             isolated: std::sync::OnceLock::new(),
             cut: tokio::sync::watch::Sender::new(false),
         }
@@ -244,19 +247,40 @@ impl Driver {
         plugins: Vec<crate::plugin::PluginConfig>,
         trigger: &'static str,
     ) -> Result<u64> {
+        // One at a time, in order: a slow load finishing after a newer one
+        // would swap in the older list. Waiting here holds no chain slot.
+        let _in_order = self.reloads.lock().await;
         let first = self.policy.chain().generation == 0;
+        if !first {
+            self.plugins_ready()?;
+        }
+        let base = self.config.base_dir.clone();
+        let started = Instant::now();
+        // Fetching waits on registries (bounded by registry.fetch_timeout_s)
+        // and holds nothing requests need.
+        let fetched = {
+            let policy = self.policy.clone();
+            tokio::task::spawn_blocking(move || policy.fetch(&plugins, &base))
+                .await
+                .map_err(|e| Error::Internal(format!("reload task failed: {e}")))?
+        };
+        let fetched = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                self.metrics.reload(trigger, false);
+                return Err(Error::PluginFailed(e));
+            }
+        };
+        // Compiling takes a chain slot, so it does not starve the chains.
         let slot = if first {
             None
         } else {
-            self.plugins_ready()?;
             Some(self.chain_slot().await?)
         };
-        let base = self.config.base_dir.clone();
         let (policy, metrics) = (self.policy.clone(), self.metrics.clone());
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let started = Instant::now();
-            let loaded = policy.reload(&plugins, &base);
+            let loaded = policy.reload_fetched(fetched);
             metrics.reload(trigger, loaded.is_ok());
             let generation = loaded?;
             let chain = policy.chain();

@@ -116,11 +116,16 @@ pub fn pull(
     })
 }
 
+/// Reads a private key to sign with (cosign's encrypted keys take their
+/// password from `COSIGN_PASSWORD`).
+pub fn signing_key(key: &Path) -> Result<SigningKey, String> {
+    let password = std::env::var("COSIGN_PASSWORD").ok();
+    SigningKey::from_file(key, password.as_deref())
+}
+
 /// Signs the component artifact `reference` names with `key`, cosign's
 /// way; the pinned reference signed.
-pub fn sign(reference: &str, key: &PathBuf, args: &RegistryArgs) -> Result<String, String> {
-    let password = std::env::var("COSIGN_PASSWORD").ok();
-    let key = SigningKey::from_file(key, password.as_deref())?;
+pub fn sign(reference: &str, key: &SigningKey, args: &RegistryArgs) -> Result<String, String> {
     let registry = args.registry(reference)?;
     let r = oci::parse_reference(reference).map_err(|e| e.to_string())?;
     let signed = block_on(async {

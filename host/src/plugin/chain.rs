@@ -326,6 +326,47 @@ fn parse_output<T: Shapeable>(plugin: &str, out: &str) -> Result<T, PluginError>
     })
 }
 
+/// A plugin list checked, in chain order, with every component fetched:
+/// what a generation is built from. Fetching is the part that waits on
+/// the network, so it runs before a load takes anything it must share.
+pub struct Fetched {
+    ordered: Vec<PluginConfig>,
+    components: Vec<super::source::Fetched>,
+}
+
+impl Fetched {
+    /// Checks `configs` (names unique, each entry valid), orders them and
+    /// fetches their components.
+    pub fn fetch(
+        sources: &super::Sources,
+        configs: &[PluginConfig],
+        base_dir: &Path,
+        progress: &dyn Fn(String),
+    ) -> Result<Fetched, PluginError> {
+        let mut ordered: Vec<PluginConfig> = configs.to_vec();
+        ordered.sort_by_key(|c| c.order);
+        for (i, c) in ordered.iter().enumerate() {
+            if ordered[..i].iter().any(|o| o.name == c.name) {
+                return Err(PluginError::Config(format!(
+                    "two plugins are named {:?}",
+                    c.name
+                )));
+            }
+            c.validate(&format!("plugins[{}]", c.name))
+                .map_err(PluginError::Config)?;
+        }
+        if ordered.iter().any(|c| c.reference.is_some()) {
+            progress("fetching plugins from their registries".into());
+        }
+        let refs: Vec<&PluginConfig> = ordered.iter().collect();
+        let components = sources.fetch_all(&refs, base_dir)?;
+        Ok(Fetched {
+            ordered,
+            components,
+        })
+    }
+}
+
 /// Summary of a loaded plugin, for the API and the harness.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
@@ -360,24 +401,20 @@ impl Chain {
         generation: u64,
         progress: &dyn Fn(String),
     ) -> Result<Chain, PluginError> {
-        let mut ordered: Vec<&PluginConfig> = configs.iter().collect();
-        ordered.sort_by_key(|c| c.order);
-        for (i, c) in ordered.iter().enumerate() {
-            if ordered[..i].iter().any(|o| o.name == c.name) {
-                return Err(PluginError::Config(format!(
-                    "two plugins are named {:?}",
-                    c.name
-                )));
-            }
-            c.validate(&format!("plugins[{}]", c.name))
-                .map_err(PluginError::Config)?;
-        }
-        if ordered.iter().any(|c| c.reference.is_some()) {
-            progress("fetching plugins from their registries".into());
-        }
-        let fetched = sources.fetch_all(&ordered, base_dir)?;
+        let fetched = Fetched::fetch(sources, configs, base_dir, progress)?;
+        Chain::build(runtime, fetched, generation, progress)
+    }
+
+    /// Compiles (or takes from the cache) and links fetched components.
+    pub fn build(
+        runtime: &Runtime,
+        fetched: Fetched,
+        generation: u64,
+        progress: &dyn Fn(String),
+    ) -> Result<Chain, PluginError> {
+        let ordered = &fetched.ordered;
         let mut entries = Vec::with_capacity(ordered.len());
-        for (i, (c, fetched)) in ordered.iter().zip(fetched).enumerate() {
+        for (i, (c, fetched)) in ordered.iter().zip(fetched.components).enumerate() {
             let settings = serde_json::to_string(&c.settings)
                 .map_err(|e| PluginError::Config(e.to_string()))?;
             progress(format!(
@@ -463,12 +500,13 @@ impl Chain {
 /// The live chain plus what it takes to build the next one.
 pub struct PolicyEngine {
     runtime: Runtime,
-    sources: super::Sources,
+    sources: RwLock<super::Sources>,
     guards: Guards,
     current: RwLock<Arc<Chain>>,
     next_generation: AtomicU64,
     last_error: RwLock<Option<String>>,
     reloading: std::sync::Mutex<()>,
+    in_order: std::sync::Mutex<()>,
     /// What the first load is doing, until a generation is in.
     loading: RwLock<Option<String>>,
 }
@@ -491,12 +529,13 @@ impl PolicyEngine {
     pub fn pending(runtime: Runtime) -> Self {
         PolicyEngine {
             runtime,
-            sources: super::Sources::default(),
+            sources: RwLock::new(super::Sources::default()),
             guards: Guards::default(),
             current: RwLock::new(Arc::new(Chain::empty())),
             next_generation: AtomicU64::new(1),
             last_error: RwLock::new(None),
             reloading: std::sync::Mutex::new(()),
+            in_order: std::sync::Mutex::new(()),
             loading: RwLock::new(Some("waiting to load the plugins".into())),
         }
     }
@@ -521,14 +560,22 @@ impl PolicyEngine {
     /// The same engine holding every chain to `guards` (label prefix,
     /// trusted peer labels, Pod Security level); the default is `bay`, none,
     /// baseline.
-    pub fn with_sources(mut self, sources: super::Sources) -> Self {
-        self.sources = sources;
+    pub fn with_sources(self, sources: super::Sources) -> Self {
+        self.set_sources(sources);
         self
     }
 
-    /// Where OCI plugins come from and what they must be signed by.
-    pub fn sources(&self) -> &super::Sources {
-        &self.sources
+    /// Where OCI plugins come from and what they must be signed by, from
+    /// the next load on (a reload of the config file changes them).
+    pub fn set_sources(&self, sources: super::Sources) {
+        *self.sources.write().unwrap_or_else(|p| p.into_inner()) = sources;
+    }
+
+    pub fn sources(&self) -> super::Sources {
+        self.sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn with_guards(mut self, guards: Guards) -> Self {
@@ -591,7 +638,30 @@ impl PolicyEngine {
     /// Reloads run one at a time, in the order they asked: a slow reload
     /// that finished after a newer one would otherwise swap in the older
     /// plugin list, and overlapping loads would take an instance each.
+    /// (The driver calls [`fetch`](Self::fetch) and
+    /// [`reload_fetched`](Self::reload_fetched) itself, in the same order.)
     pub fn reload(&self, configs: &[PluginConfig], base_dir: &Path) -> Result<u64, PluginError> {
+        let _in_order = self.in_order.lock().unwrap_or_else(|p| p.into_inner());
+        let fetched = self.fetch(configs, base_dir)?;
+        self.reload_fetched(fetched)
+    }
+
+    /// The first half of a reload: checks the list and fetches every
+    /// component (files, registries), without holding the reload lock. A
+    /// failure is kept for `/v1/plugins` as a failed reload is.
+    pub fn fetch(&self, configs: &[PluginConfig], base_dir: &Path) -> Result<Fetched, PluginError> {
+        let first = self.chain().generation == 0;
+        let progress = |what: String| {
+            if first {
+                *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
+            }
+        };
+        Fetched::fetch(&self.sources(), configs, base_dir, &progress).map_err(|e| self.failed(e))
+    }
+
+    /// The second half: builds the next generation from what was fetched;
+    /// only a fully loaded one replaces the current.
+    pub fn reload_fetched(&self, fetched: Fetched) -> Result<u64, PluginError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         // Until a generation is in, the engine says what it is loading.
@@ -601,14 +671,7 @@ impl PolicyEngine {
                 *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
             }
         };
-        match Chain::load(
-            &self.runtime,
-            &self.sources,
-            configs,
-            base_dir,
-            generation,
-            &progress,
-        ) {
+        match Chain::build(&self.runtime, fetched, generation, &progress) {
             Ok(chain) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
                 *self.loading.write().unwrap_or_else(|p| p.into_inner()) = None;
@@ -616,19 +679,22 @@ impl PolicyEngine {
                 tracing::info!(generation, "plugin generation swapped in");
                 Ok(generation)
             }
-            Err(e) => {
-                if first {
-                    tracing::error!(generation, error = %e, "the plugins failed to load");
-                } else {
-                    tracing::error!(generation, error = %e, "plugin reload failed; keeping the current generation");
-                }
-                if first {
-                    *self.loading.write().unwrap_or_else(|p| p.into_inner()) =
-                        Some(format!("the plugins failed to load: {e}"));
-                }
-                *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                Err(e)
-            }
+            Err(e) => Err(self.failed(e)),
         }
+    }
+
+    /// Keeps a failed load's error for `/v1/plugins` (and, before the first
+    /// generation, for `/readyz`); the current generation keeps serving.
+    fn failed(&self, e: PluginError) -> PluginError {
+        let first = self.chain().generation == 0;
+        if first {
+            tracing::error!(error = %e, "the plugins failed to load");
+            *self.loading.write().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("the plugins failed to load: {e}"));
+        } else {
+            tracing::error!(error = %e, "plugin reload failed; keeping the current generation");
+        }
+        *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        e
     }
 }

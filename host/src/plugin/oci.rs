@@ -31,6 +31,8 @@ pub const SCHEME: &str = "oci://";
 
 /// The largest signature payload read, bytes (cosign's are ~250).
 const MAX_PAYLOAD_BYTES: u64 = 64 << 10;
+/// The most signatures of one artifact that are read.
+const MAX_SIGNATURES: usize = 16;
 
 /// How Berth reaches registries (`registry:` in the config file).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -53,6 +55,9 @@ pub struct RegistryConfig {
     /// Connect timeout, and the longest pause while reading a response, in
     /// seconds.
     pub timeout_s: u64,
+    /// The longest one artifact's fetch (manifest, signatures, component)
+    /// may take, in seconds, however the registry paces its bytes.
+    pub fetch_timeout_s: u64,
 }
 
 impl Default for RegistryConfig {
@@ -63,6 +68,7 @@ impl Default for RegistryConfig {
             ca_file: None,
             max_component_mb: 64,
             timeout_s: 10,
+            fetch_timeout_s: 120,
         }
     }
 }
@@ -74,6 +80,23 @@ impl RegistryConfig {
                 "registry.max_component_mb must be within 1..=128, got {}",
                 self.max_component_mb
             ));
+        }
+        if self.fetch_timeout_s == 0 || self.fetch_timeout_s > 3600 {
+            return Err(format!(
+                "registry.fetch_timeout_s must be within 1..=3600, got {}",
+                self.fetch_timeout_s
+            ));
+        }
+        for h in &self.plain_http {
+            // As the reference spells it: HOST or HOST:PORT, nothing more.
+            let port_ok = h
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if h.is_empty() || h.contains('/') || !port_ok {
+                return Err(format!(
+                    "registry.plain_http entries are HOST or HOST:PORT as in the reference (e.g. 127.0.0.1:5000), got {h:?}"
+                ));
+            }
         }
         if self.timeout_s == 0 || self.timeout_s > 300 {
             return Err(format!(
@@ -106,6 +129,10 @@ pub enum FetchError {
     NotWasm(String),
     #[error("the component layer is {size} bytes, over registry.max_component_mb ({limit} bytes)")]
     TooLarge { size: u64, limit: u64 },
+    #[error("the manifest declares a layer size of {0}, which is not a size")]
+    BadSize(i64),
+    #[error("gave up after {0} s (registry.fetch_timeout_s)")]
+    TimedOut(u64),
     #[error("the registry served content with digest {actual}, not {expected}")]
     DigestMismatch { expected: String, actual: String },
     #[error("signature check failed: {0}")]
@@ -131,7 +158,14 @@ pub fn parse_reference(text: &str) -> Result<Reference, FetchError> {
     if let Some(d) = r.digest()
         && !is_sha256_digest(d)
     {
-        return Err(bad("the digest must be sha256: and 64 hex digits"));
+        return Err(bad(
+            "the digest must be sha256: and 64 lower-case hex digits",
+        ));
+    }
+    // oci-spec reads a bare name as :latest; a policy should say which.
+    let last = bare.rsplit('/').next().unwrap_or_default();
+    if r.digest().is_none() && !last.contains(':') {
+        return Err(bad("it names no tag or digest (add :TAG or @sha256:HEX)"));
     }
     Ok(r)
 }
@@ -142,8 +176,11 @@ pub fn show(r: &Reference) -> String {
 }
 
 fn is_sha256_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// `sha256:` + the hex sha256 of `bytes`.
@@ -175,7 +212,7 @@ impl Credentials {
     /// (`credsStore`) are not run: a server has none.
     pub fn from_file(path: &Path) -> Result<Credentials, String> {
         use base64::Engine as _;
-        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = super::source::read_limited(path, super::source::MAX_SMALL_FILE_BYTES)?;
         let doc: DockerConfig = serde_json::from_slice(&text)
             .map_err(|e| format!("{}: not a Docker config file: {e}", path.display()))?;
         let mut hosts = BTreeMap::new();
@@ -306,7 +343,13 @@ impl Registry {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut extra = Vec::new();
         if let Some(ca) = &config.ca_file {
-            let data = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let data = super::source::read_limited(ca, super::source::MAX_SMALL_FILE_BYTES)?;
+            if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "registry.ca_file {} holds no PEM certificate",
+                    ca.display()
+                ));
+            }
             extra.push(oci_client::client::Certificate {
                 encoding: oci_client::client::CertificateEncoding::Pem,
                 data,
@@ -365,9 +408,12 @@ impl Registry {
     /// checked.
     pub async fn component(&self, r: &Reference, m: &Manifest) -> Result<Vec<u8>, FetchError> {
         let limit = self.max_component_bytes;
-        if m.layer.size < 0 || m.layer.size as u64 > limit {
+        if m.layer.size < 0 {
+            return Err(FetchError::BadSize(m.layer.size));
+        }
+        if m.layer.size as u64 > limit {
             return Err(FetchError::TooLarge {
-                size: m.layer.size.max(0) as u64,
+                size: m.layer.size as u64,
                 limit,
             });
         }
@@ -430,10 +476,13 @@ impl Registry {
         let m: OciImageManifest = serde_json::from_slice(&raw)
             .map_err(|e| FetchError::Registry(format!("{}: {e}", show(&tag))))?;
         let mut found = Vec::new();
+        // Each is a download: a signature manifest with thousands of layers
+        // must not turn a load into thousands of requests.
         for layer in m
             .layers
             .iter()
             .filter(|l| l.media_type == signature::PAYLOAD_MEDIA_TYPE)
+            .take(MAX_SIGNATURES)
         {
             let Some(sig) = layer
                 .annotations
@@ -686,6 +735,9 @@ mod tests {
         assert_eq!(r.tag(), Some("0.1"));
         assert!(parse_reference("oci://restricted:0.1").is_err());
         assert!(parse_reference("oci://ghcr.io/x/y@sha256:abc").is_err());
+        assert!(parse_reference("oci://ghcr.io/x/y").is_err());
+        assert!(parse_reference(&format!("ghcr.io/x/y@sha256:{}", "A".repeat(64))).is_err());
+        assert!(parse_reference("oci://127.0.0.1:5000/y").is_err());
         let pinned = format!("ghcr.io/x/y@sha256:{}", "a".repeat(64));
         assert_eq!(
             parse_reference(&pinned).unwrap().digest(),

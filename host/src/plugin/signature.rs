@@ -13,7 +13,7 @@
 //! The cryptography (key formats, including cosign's encrypted private keys,
 //! and ECDSA / Ed25519 / RSA verification) is the `sigstore` crate's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sigstore::crypto::signing_key::SigStoreKeyPair;
@@ -53,7 +53,7 @@ impl TrustedKey {
     /// Reads a PEM public key (as `cosign generate-key-pair` writes
     /// `cosign.pub`; ECDSA P-256/P-384, Ed25519 or RSA).
     pub fn from_file(path: &Path) -> Result<TrustedKey, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pem = super::source::read_limited(path, super::source::MAX_SMALL_FILE_BYTES)?;
         let key = CosignVerificationKey::try_from_pem(&pem)
             .map_err(|e| format!("{}: not a public key Berth can use: {e}", path.display()))?;
         Ok(TrustedKey {
@@ -164,8 +164,8 @@ pub struct SigningKey {
 impl SigningKey {
     /// Reads `path`; an encrypted key (`ENCRYPTED SIGSTORE PRIVATE KEY` or
     /// `ENCRYPTED COSIGN PRIVATE KEY`) needs `password`.
-    pub fn from_file(path: &PathBuf, password: Option<&str>) -> Result<SigningKey, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_file(path: &Path, password: Option<&str>) -> Result<SigningKey, String> {
+        let pem = super::source::read_limited(path, super::source::MAX_SMALL_FILE_BYTES)?;
         let encrypted = String::from_utf8_lossy(&pem).contains("ENCRYPTED");
         let pair = if encrypted {
             let password = password.ok_or_else(|| {
@@ -182,7 +182,17 @@ impl SigningKey {
         let scheme = match &pair {
             SigStoreKeyPair::ED25519(_) => SigningScheme::ED25519,
             SigStoreKeyPair::RSA(_) => SigningScheme::RSA_PKCS1_SHA256(0),
-            SigStoreKeyPair::ECDSA(_) => SigningScheme::ECDSA_P256_SHA256_ASN1,
+            SigStoreKeyPair::ECDSA(k) => match k {
+                sigstore::crypto::signing_key::ecdsa::ECDSAKeys::P256(_) => {
+                    SigningScheme::ECDSA_P256_SHA256_ASN1
+                }
+                sigstore::crypto::signing_key::ecdsa::ECDSAKeys::P384(_) => {
+                    SigningScheme::ECDSA_P384_SHA384_ASN1
+                }
+                sigstore::crypto::signing_key::ecdsa::ECDSAKeys::P521(_) => {
+                    SigningScheme::ECDSA_P521_SHA512_ASN1
+                }
+            },
         };
         let signer = pair
             .to_sigstore_signer(&scheme)
@@ -203,7 +213,7 @@ mod tests {
     use super::*;
     use base64::Engine as _;
 
-    fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    fn keypair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let pair = SigStoreKeyPair::ECDSA(
             sigstore::crypto::signing_key::ecdsa::ECDSAKeys::new(
                 sigstore::crypto::signing_key::ecdsa::EllipticCurve::P256,

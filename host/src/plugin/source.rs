@@ -3,6 +3,7 @@
 //! pinned manifest digest, cosign signatures by trusted keys).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -159,11 +160,23 @@ impl Sources {
         Registry::new(&self.registry, credentials)
     }
 
-    /// The entry's own signature policy, or the global one; keys read.
+    /// The entry's signature policy: its own keys if it names any, else
+    /// the global ones; required if either requires it (an entry, which may
+    /// come from a ConfigMap, cannot lift what the server requires).
     fn policy_for(&self, c: &PluginConfig, base_dir: &Path) -> Result<Trust, String> {
-        let policy = c.signature.as_ref().unwrap_or(&self.signatures);
-        let keys = policy
-            .keys
+        let own = c.signature.as_ref();
+        let key_files = match own {
+            Some(p) if !p.keys.is_empty() => &p.keys,
+            _ => &self.signatures.keys,
+        };
+        let required = self.signatures.required || own.is_some_and(|p| p.required);
+        if required && key_files.is_empty() {
+            return Err(format!(
+                "plugins[{}]: a signature is required but no key is configured",
+                c.name
+            ));
+        }
+        let keys = key_files
             .iter()
             .map(|k| {
                 let path = if k.is_absolute() {
@@ -175,10 +188,7 @@ impl Sources {
                     .map_err(|e| format!("plugins[{}] signature key {e}", c.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Trust {
-            keys,
-            required: policy.required,
-        })
+        Ok(Trust { keys, required })
     }
 
     /// Resolves, verifies and pulls one reference; a digest-pinned one that
@@ -190,13 +200,31 @@ impl Sources {
         reference: &str,
         trust: &Trust,
     ) -> Result<Fetched, FetchError> {
+        // The client's timeouts bound each pause; this bounds the whole, so
+        // a registry that drips bytes cannot hold a load for ever.
+        let limit = Duration::from_secs(self.registry.fetch_timeout_s);
+        tokio::time::timeout(limit, self.fetch_oci_unbounded(registry, reference, trust))
+            .await
+            .unwrap_or(Err(FetchError::TimedOut(self.registry.fetch_timeout_s)))
+    }
+
+    async fn fetch_oci_unbounded(
+        &self,
+        registry: &Registry,
+        reference: &str,
+        trust: &Trust,
+    ) -> Result<Fetched, FetchError> {
         let r = oci::parse_reference(reference)?;
         if let (Some(digest), Some(cache)) = (r.digest(), &self.cache)
             && let Some(m) = cache.manifest(digest)
             && let Some(bytes) = cache.blob(&m.layer.digest)
         {
-            let cached = cache.signatures(digest).unwrap_or_default();
-            if let Ok(signed_by) = trust.check(digest, &cached, "(cached)") {
+            // With keys configured, only an artifact whose signatures were
+            // fetched with it has a verdict here: the same as a pull's.
+            let cached = cache.signatures(digest);
+            if (trust.keys.is_empty() || cached.is_some())
+                && let Ok(signed_by) = trust.check(digest, &cached.unwrap_or_default(), "(cached)")
+            {
                 return Ok(Fetched {
                     bytes,
                     origin: Origin {
@@ -273,29 +301,40 @@ impl Trust {
 
 /// Reads a component file: a regular file, at most `MAX_COMPONENT_BYTES`.
 pub fn read_component(path: &Path) -> Result<Vec<u8>, String> {
+    read_limited(path, MAX_COMPONENT_BYTES)
+}
+
+/// The largest key, certificate or credentials file read, bytes.
+pub const MAX_SMALL_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a regular file of at most `limit` bytes: a FIFO or a device named
+/// by mistake (or on purpose) fails at once instead of blocking a load or
+/// filling memory.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    let too_big = |size: u64| {
+        format!(
+            "{shown} is {} KiB, over the {} KiB such a file may be",
+            size >> 10,
+            limit >> 10
+        )
+    };
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{shown} is not a regular file"));
     }
-    if meta.len() > MAX_COMPONENT_BYTES {
-        return Err(format!(
-            "{shown} is {} MiB, over the {} MiB a component may be",
-            meta.len() >> 20,
-            MAX_COMPONENT_BYTES >> 20
-        ));
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
     }
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_COMPONENT_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{shown}: {e}"))?;
-    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
-        return Err(format!(
-            "{shown} grew past {} MiB while read",
-            MAX_COMPONENT_BYTES >> 20
-        ));
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
     }
     Ok(bytes)
 }
