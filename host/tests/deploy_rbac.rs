@@ -18,27 +18,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 fn manifests(ns: &str) -> Vec<Value> {
-    let kustomize = std::process::Command::new("bash")
-        .arg(repo_root().join("tests/kustomize.sh"))
-        .output()
-        .expect("tests/kustomize.sh");
-    assert!(
-        kustomize.status.success(),
-        "no kustomize: {}",
-        String::from_utf8_lossy(&kustomize.stderr)
+    let kustomize =
+        stdout_of(std::process::Command::new("bash").arg(repo_root().join("tests/kustomize.sh")));
+    let text = stdout_of(
+        std::process::Command::new(kustomize.trim())
+            .arg("build")
+            .arg(repo_root().join("deploy")),
     );
-    let bin = String::from_utf8(kustomize.stdout).unwrap();
-    let out = std::process::Command::new(bin.trim())
-        .arg("build")
-        .arg(repo_root().join("deploy"))
-        .output()
-        .expect("kustomize build deploy/");
-    assert!(
-        out.status.success(),
-        "kustomize build deploy/: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| {
             let mut v = <Value as serde::Deserialize>::deserialize(d).unwrap();

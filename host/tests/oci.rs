@@ -10,20 +10,8 @@ use std::path::Path;
 
 use berth::plugin::oci::{DigestCache, Registry, RegistryConfig};
 use berth::plugin::signature::{self, SigningKey};
-use berth::plugin::{
-    PluginConfig, PolicyEngine, Runtime, RuntimeOptions, SignaturePolicy, Sources,
-};
+use berth::plugin::{PluginConfig, PolicyEngine, SignaturePolicy, Sources};
 use common::*;
-
-fn runtime() -> Runtime {
-    Runtime::new(RuntimeOptions {
-        cache_dir: Some(repo_root().join("target/berth-test-plugin-cache")),
-        max_instances: 16,
-        max_memory_bytes: 256 << 20,
-        ..RuntimeOptions::default()
-    })
-    .expect("runtime")
-}
 
 fn registry_config(reg: &TestRegistry) -> RegistryConfig {
     RegistryConfig {
@@ -45,7 +33,7 @@ fn sources(reg: &TestRegistry, cache: &Path, keys: &[&Path]) -> Sources {
 }
 
 fn engine(sources: Sources) -> PolicyEngine {
-    PolicyEngine::pending(runtime()).with_sources(sources)
+    PolicyEngine::pending(test_runtime()).with_sources(sources)
 }
 
 /// `entry` (a shipped plugin's config) taken from `reference` instead.
@@ -557,16 +545,21 @@ async fn the_plugin_list_follows_a_configmap_and_keeps_the_last_good_one() {
     );
 
     // Add a plugin by OCI reference: the next generation has it.
-    let patch = |text: String| json!({ "data": { "plugins.yaml": text } });
+    let set_list = |text: String| {
+        let configmaps = configmaps.clone();
+        async move {
+            configmaps
+                .patch(
+                    "berth-plugins",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "data": { "plugins.yaml": text } })),
+                )
+                .await
+                .unwrap();
+        }
+    };
     let updated = std::time::Instant::now();
-    configmaps
-        .patch(
-            "berth-plugins",
-            &PatchParams::default(),
-            &Patch::Merge(patch(entries(Some(&scheduling_ref)))),
-        )
-        .await
-        .unwrap();
+    set_list(entries(Some(&scheduling_ref))).await;
     let (body, took) = plugins_until(&b, updated, |p| p["generation"] == 2).await;
     println!("ConfigMap update to generation 2 serving: {took:?}");
     assert_eq!(body["plugins"][1]["name"], "scheduling");
@@ -588,14 +581,7 @@ async fn the_plugin_list_follows_a_configmap_and_keeps_the_last_good_one() {
 
     // A broken reference: reported everywhere, and the chain stays.
     let broken = reg.reference("p/scheduling:no-such-tag");
-    configmaps
-        .patch(
-            "berth-plugins",
-            &PatchParams::default(),
-            &Patch::Merge(patch(entries(Some(&broken)))),
-        )
-        .await
-        .unwrap();
+    set_list(entries(Some(&broken))).await;
     let (body, _) = plugins_until(&b, std::time::Instant::now(), |p| {
         !p["configmap"]["error"].is_null()
     })
@@ -685,14 +671,7 @@ async fn the_plugin_list_follows_a_configmap_and_keeps_the_last_good_one() {
     // A list that failed to load is tried again without a change: a tag
     // pushed after the update is picked up.
     let late = reg.reference("p/late:1");
-    configmaps
-        .patch(
-            "berth-plugins",
-            &PatchParams::default(),
-            &Patch::Merge(patch(entries(Some(&late)))),
-        )
-        .await
-        .unwrap();
+    set_list(entries(Some(&late))).await;
     plugins_until(&b, std::time::Instant::now(), |p| {
         p["configmap"]["error"]
             .as_str()

@@ -17,15 +17,8 @@ use common::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 fn runtime() -> Runtime {
-    // Compiled plugins are shared across tests through the on-disk cache
-    // (itself tested below); Cranelift is the slow part of this suite.
-    Runtime::new(RuntimeOptions {
-        cache_dir: Some(repo_root().join("target/berth-test-plugin-cache")),
-        max_instances: 16,
-        max_memory_bytes: 256 << 20,
-        ..RuntimeOptions::default()
-    })
-    .expect("runtime")
+    // The on-disk cache these share is itself tested below.
+    test_runtime()
 }
 
 fn engine(configs: &[PluginConfig]) -> Result<PolicyEngine, PluginError> {

@@ -712,3 +712,28 @@ pub fn key_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&public, pair.public_key_to_pem().unwrap()).unwrap();
     (private, public)
 }
+
+/// A plugin runtime for tests. Compiled plugins are shared across tests
+/// through the on-disk cache; Cranelift is the slow part of the suites.
+pub fn test_runtime() -> berth::plugin::Runtime {
+    berth::plugin::Runtime::new(berth::plugin::RuntimeOptions {
+        cache_dir: Some(repo_root().join("target/berth-test-plugin-cache")),
+        max_instances: 16,
+        max_memory_bytes: 256 << 20,
+        ..berth::plugin::RuntimeOptions::default()
+    })
+    .expect("runtime")
+}
+
+/// Runs a command to its end; its stdout, or a panic with its stderr.
+pub fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
