@@ -108,10 +108,10 @@ pub async fn watch(
     futures::pin_mut!(events);
     // A list that failed to load (a registry away, say) is tried again,
     // less and less often, until it loads or the ConfigMap changes.
-    let mut retry: Option<(ConfigMap, Duration)> = None;
+    let mut retry: Option<Retry> = None;
     loop {
-        let retry_in = retry.as_ref().map(|(_, d)| *d);
-        let cm = tokio::select! {
+        let due = retry.as_ref().map(|r| r.at);
+        let (cm, after) = tokio::select! {
             event = events.next() => match event {
                 None => return,
                 Some(Err(e)) => {
@@ -125,12 +125,12 @@ pub async fn watch(
                         continue;
                     }
                     seen = Some(text);
-                    cm
+                    (cm, None)
                 }
             },
-            _ = tokio::time::sleep(retry_in.unwrap_or_default()), if retry_in.is_some() => {
-                match retry.as_ref() {
-                    Some((cm, _)) => cm.clone(),
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                match retry.take() {
+                    Some(r) => (r.cm, Some(r.delay)),
                     None => continue,
                 }
             }
@@ -153,9 +153,14 @@ pub async fn watch(
         .await;
         retry = match (&outcome, retryable) {
             (Err(_), true) => {
-                let next = retry_in.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
-                tracing::info!(configmap = %shown, in_s = next.as_secs(), "will try the plugin list again");
-                Some((cm, next))
+                // Doubling for the same list; a new list starts over.
+                let delay = after.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+                tracing::info!(configmap = %shown, in_s = delay.as_secs(), "will try the plugin list again");
+                Some(Retry {
+                    at: tokio::time::Instant::now() + delay,
+                    delay,
+                    cm,
+                })
             }
             _ => None,
         };
@@ -163,6 +168,13 @@ pub async fn watch(
             let _ = tx.send(*generation);
         }
     }
+}
+
+/// A list that failed to load, to be tried again at `at`.
+struct Retry {
+    cm: ConfigMap,
+    at: tokio::time::Instant,
+    delay: Duration,
 }
 
 /// The first retry of a list that failed to load, then doubling up to

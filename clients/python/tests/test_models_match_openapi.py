@@ -22,7 +22,9 @@ MODELS = [
     models.RuntimeInstance,
     models.MultiContainerInfo,
     models.Created,
+    models.Origin,
     models.PluginSummary,
+    models.ConfigMapStatus,
     models.Plugins,
 ]
 

@@ -329,12 +329,12 @@ fn parse_output<T: Shapeable>(plugin: &str, out: &str) -> Result<T, PluginError>
 /// A plugin list checked, in chain order, with every component fetched:
 /// what a generation is built from. Fetching is the part that waits on
 /// the network, so it runs before a load takes anything it must share.
-pub struct Fetched {
+pub struct FetchedPlugins {
     ordered: Vec<PluginConfig>,
     components: Vec<super::source::Fetched>,
 }
 
-impl Fetched {
+impl FetchedPlugins {
     /// Checks `configs` (names unique, each entry valid), orders them and
     /// fetches their components.
     pub fn fetch(
@@ -342,7 +342,7 @@ impl Fetched {
         configs: &[PluginConfig],
         base_dir: &Path,
         progress: &dyn Fn(String),
-    ) -> Result<Fetched, PluginError> {
+    ) -> Result<FetchedPlugins, PluginError> {
         let mut ordered: Vec<PluginConfig> = configs.to_vec();
         ordered.sort_by_key(|c| c.order);
         for (i, c) in ordered.iter().enumerate() {
@@ -360,7 +360,7 @@ impl Fetched {
         }
         let refs: Vec<&PluginConfig> = ordered.iter().collect();
         let components = sources.fetch_all(&refs, base_dir)?;
-        Ok(Fetched {
+        Ok(FetchedPlugins {
             ordered,
             components,
         })
@@ -401,14 +401,14 @@ impl Chain {
         generation: u64,
         progress: &dyn Fn(String),
     ) -> Result<Chain, PluginError> {
-        let fetched = Fetched::fetch(sources, configs, base_dir, progress)?;
+        let fetched = FetchedPlugins::fetch(sources, configs, base_dir, progress)?;
         Chain::build(runtime, fetched, generation, progress)
     }
 
     /// Compiles (or takes from the cache) and links fetched components.
     pub fn build(
         runtime: &Runtime,
-        fetched: Fetched,
+        fetched: FetchedPlugins,
         generation: u64,
         progress: &dyn Fn(String),
     ) -> Result<Chain, PluginError> {
@@ -649,19 +649,24 @@ impl PolicyEngine {
     /// The first half of a reload: checks the list and fetches every
     /// component (files, registries), without holding the reload lock. A
     /// failure is kept for `/v1/plugins` as a failed reload is.
-    pub fn fetch(&self, configs: &[PluginConfig], base_dir: &Path) -> Result<Fetched, PluginError> {
+    pub fn fetch(
+        &self,
+        configs: &[PluginConfig],
+        base_dir: &Path,
+    ) -> Result<FetchedPlugins, PluginError> {
         let first = self.chain().generation == 0;
         let progress = |what: String| {
             if first {
                 *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
             }
         };
-        Fetched::fetch(&self.sources(), configs, base_dir, &progress).map_err(|e| self.failed(e))
+        FetchedPlugins::fetch(&self.sources(), configs, base_dir, &progress)
+            .map_err(|e| self.failed(e))
     }
 
     /// The second half: builds the next generation from what was fetched;
     /// only a fully loaded one replaces the current.
-    pub fn reload_fetched(&self, fetched: Fetched) -> Result<u64, PluginError> {
+    pub fn reload_fetched(&self, fetched: FetchedPlugins) -> Result<u64, PluginError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         // Until a generation is in, the engine says what it is loading.

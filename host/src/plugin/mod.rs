@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{
-    Chain, Fetched, PolicyEngine, Shapeable, Shaped, Step, StepDiff, StepResult, run_steps,
+    Chain, FetchedPlugins, PolicyEngine, Shapeable, Shaped, Step, StepDiff, StepResult, run_steps,
 };
 pub use context::{Hook, Hooks, PluginInfo, Rejection, SessionContext};
 pub use guard::{Guards, PodSecurity, Rule, Scope};

@@ -95,17 +95,38 @@ class Created(_Model):
     warnings: list[str] = Field(default_factory=list)
 
 
+class Origin(_Model):
+    """Where a plugin's component came from: a file, a registry, or the
+    digest cache; for an OCI plugin, the resolved digest and signing key."""
+
+    fetched_from: str
+    reference: Optional[str] = None
+    digest: Optional[str] = None
+    signed_by: Optional[str] = None
+
+
 class PluginSummary(_Model):
     name: str
     plugin_name: str
     plugin_version: str
     hooks: list[str]
     sha256: str
+    origin: Origin
     from_cache: bool
     load_ms: float
+
+
+class ConfigMapStatus(_Model):
+    """The watched plugin ConfigMap and what became of its latest version."""
+
+    configmap: str
+    resource_version: Optional[str] = None
+    generation: Optional[int] = None
+    error: Optional[str] = None
 
 
 class Plugins(_Model):
     generation: int
     plugins: list[PluginSummary]
     last_reload_error: Optional[str] = None
+    configmap: Optional[ConfigMapStatus] = None
