@@ -167,7 +167,7 @@ fn main() {
         let c = rt
             .load(
                 name,
-                std::fs::read(wasm(file)).expect("component"),
+                common::component(file),
                 None,
                 s.to_string(),
                 Limits::default(),
@@ -179,7 +179,7 @@ fn main() {
         let cached = rt2
             .load(
                 name,
-                std::fs::read(wasm(file)).expect("component"),
+                common::component(file),
                 None,
                 s.to_string(),
                 Limits::default(),
@@ -263,7 +263,7 @@ fn main() {
         .map(|(name, file, s)| {
             rt.load(
                 name,
-                std::fs::read(wasm(file)).expect("component"),
+                common::component(file),
                 None,
                 s.to_string(),
                 Limits::default(),
@@ -457,7 +457,7 @@ fn host_memory_per_call(cache: &std::path::Path) {
         let plugin = rt
             .load(
                 "handles",
-                std::fs::read(wasm("berth_fixture_hostile")).expect("component"),
+                common::component("berth_fixture_hostile"),
                 None,
                 json!({ "mode": "handles" }).to_string(),
                 limits,
@@ -518,7 +518,7 @@ fn languages() {
             .unwrap()
             .load(
                 lang,
-                std::fs::read(wasm(file)).expect("component"),
+                common::component(file),
                 None,
                 settings.clone(),
                 limits,
@@ -530,7 +530,7 @@ fn languages() {
         let plugin = rt
             .load(
                 lang,
-                std::fs::read(wasm(file)).expect("component"),
+                common::component(file),
                 None,
                 settings.clone(),
                 limits,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth::plugin::oci::{self, DigestCache, Registry, RegistryConfig};
-use berth::plugin::signature::{self, SigningKey};
+use berth::plugin::signature::SigningKey;
 use berth::plugin::{
     PluginConfig, PolicyEngine, Runtime, RuntimeOptions, SignaturePolicy, Sources,
 };
@@ -150,14 +150,9 @@ fn main() {
         let component = std::fs::read(&file).unwrap();
         bytes += component.len();
         let digest = rt.block_on(registry.push(&r, component)).unwrap();
-        let payload = signature::payload(&format!("{}/{}", r.registry(), r.repository()), &digest);
-        let signed = signature::Signed {
-            payload: {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.encode(&payload)
-            },
-            signature: signer.sign(&payload).unwrap(),
-        };
+        let signed = signer
+            .sign_digest(&format!("{}/{}", r.registry(), r.repository()), &digest)
+            .unwrap();
         rt.block_on(registry.push_signature(&r, &digest, signed))
             .unwrap();
         let with = |reference: String| {

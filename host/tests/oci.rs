@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use berth::plugin::oci::{DigestCache, Registry, RegistryConfig};
-use berth::plugin::signature::{self, SigningKey};
+use berth::plugin::signature::SigningKey;
 use berth::plugin::{PluginConfig, PolicyEngine, SignaturePolicy, Sources};
 use common::*;
 
@@ -274,17 +274,10 @@ fn a_bad_artifact_fails_its_load_clearly_and_the_last_good_generation_serves() {
         .unwrap();
     let registry = Registry::new(&registry_config(&reg), Default::default()).unwrap();
     let other_ref = berth::plugin::oci::parse_reference(&other).unwrap();
-    let payload = signature::payload("p/restricted", digest_of(&good));
-    let signed = signature::Signed {
-        payload: {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.encode(&payload)
-        },
-        signature: SigningKey::from_file(&a_key, None)
-            .unwrap()
-            .sign(&payload)
-            .unwrap(),
-    };
+    let signed = SigningKey::from_file(&a_key, None)
+        .unwrap()
+        .sign_digest("p/restricted", digest_of(&good))
+        .unwrap();
     rt.block_on(registry.push_signature(&other_ref, digest_of(&other), signed))
         .unwrap();
 

@@ -26,6 +26,11 @@ pub fn wasm(name: &str) -> PathBuf {
     p
 }
 
+/// The bytes of a component built by `tests/build-plugins.sh`.
+pub fn component(name: &str) -> Vec<u8> {
+    std::fs::read(wasm(name)).expect("component")
+}
+
 /// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in KiB; `None`
 /// once the process is gone.
 pub fn status_kib(pid: u32, key: &str) -> Option<u64> {

@@ -234,14 +234,12 @@ impl Driver {
         Ok(result?)
     }
 
-    /// Loads `plugins` as the next generation (see `PolicyEngine::reload`).
+    /// Loads `plugins` as the next generation (see `PolicyEngine::reload`;
+    /// last-known-good: a failure leaves the serving one). `trigger` names what asked, for metrics.
     /// Compiling is CPU work like a chain, so a reload holds one chain slot
-    /// while it runs: it cannot take the CPUs from the requests being
-    /// served, and waits its turn like them.
-    /// Loads `plugins` as the next generation (last-known-good: a failure
-    /// leaves the serving one). `trigger` names what asked, for metrics.
-    /// The first generation loads without waiting for readiness or a chain
-    /// slot; later ones take a slot, so a compile does not starve chains.
+    /// while it compiles (not while it fetches): it cannot take the CPUs
+    /// from the requests being served, and waits its turn like them. The
+    /// first generation, before any request can be served, takes none.
     pub async fn reload_plugins(
         &self,
         plugins: Vec<crate::plugin::PluginConfig>,
@@ -251,9 +249,6 @@ impl Driver {
         // would swap in the older list. Waiting here holds no chain slot.
         let _in_order = self.reloads.lock().await;
         let first = self.policy.chain().generation == 0;
-        if !first {
-            self.plugins_ready()?;
-        }
         let base = self.config.base_dir.clone();
         let started = Instant::now();
         // Fetching waits on registries (bounded by registry.fetch_timeout_s)

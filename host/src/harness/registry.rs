@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::plugin::oci::{self, Credentials, FetchError, Registry, RegistryConfig};
-use crate::plugin::signature::{self, SigningKey, TrustedKey};
+use crate::plugin::signature::{SigningKey, TrustedKey};
 use crate::plugin::source::{Sources, Trust, read_component};
 
 /// How the command line reaches a registry.
@@ -130,14 +130,9 @@ pub fn sign(reference: &str, key: &SigningKey, args: &RegistryArgs) -> Result<St
     let r = oci::parse_reference(reference).map_err(|e| e.to_string())?;
     let signed = block_on(async {
         let m = registry.manifest(&r).await?;
-        let payload =
-            signature::payload(&format!("{}/{}", r.registry(), r.repository()), &m.digest);
-        let signature = key.sign(&payload).map_err(FetchError::Local)?;
-        use base64::Engine as _;
-        let signed = signature::Signed {
-            payload: base64::engine::general_purpose::STANDARD.encode(&payload),
-            signature,
-        };
+        let signed = key
+            .sign_digest(&format!("{}/{}", r.registry(), r.repository()), &m.digest)
+            .map_err(FetchError::Local)?;
         registry.push_signature(&r, &m.digest, signed).await?;
         Ok::<_, FetchError>(m.digest)
     })?

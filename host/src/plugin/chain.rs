@@ -557,9 +557,8 @@ impl PolicyEngine {
             .clone()
     }
 
-    /// The same engine holding every chain to `guards` (label prefix,
-    /// trusted peer labels, Pod Security level); the default is `bay`, none,
-    /// baseline.
+    /// The same engine fetching plugins through `sources` (registry,
+    /// signature policy, digest cache); the default reads files only.
     pub fn with_sources(self, sources: super::Sources) -> Self {
         self.set_sources(sources);
         self
@@ -578,6 +577,9 @@ impl PolicyEngine {
             .clone()
     }
 
+    /// The same engine holding every chain to `guards` (label prefix,
+    /// trusted peer labels, Pod Security level); the default is `bay`, none,
+    /// baseline.
     pub fn with_guards(mut self, guards: Guards) -> Self {
         self.guards = guards;
         self
@@ -654,12 +656,7 @@ impl PolicyEngine {
         configs: &[PluginConfig],
         base_dir: &Path,
     ) -> Result<FetchedPlugins, PluginError> {
-        let first = self.chain().generation == 0;
-        let progress = |what: String| {
-            if first {
-                *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
-            }
-        };
+        let progress = |what: String| self.waiting(what);
         FetchedPlugins::fetch(&self.sources(), configs, base_dir, &progress)
             .map_err(|e| self.failed(e))
     }
@@ -670,12 +667,7 @@ impl PolicyEngine {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         // Until a generation is in, the engine says what it is loading.
-        let first = self.chain().generation == 0;
-        let progress = |what: String| {
-            if first {
-                *self.loading.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
-            }
-        };
+        let progress = |what: String| self.waiting(what);
         match Chain::build(&self.runtime, fetched, generation, &progress) {
             Ok(chain) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);

@@ -591,7 +591,7 @@ impl Registry {
 }
 
 /// `HOST/REPO:sha256-HEX.sig`.
-fn signature_reference(r: &Reference, digest: &str) -> Reference {
+pub fn signature_reference(r: &Reference, digest: &str) -> Reference {
     Reference::with_tag(
         r.registry().to_string(),
         r.repository().to_string(),

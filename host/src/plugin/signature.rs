@@ -206,6 +206,17 @@ impl SigningKey {
         let raw = self.signer.sign(payload).map_err(|e| e.to_string())?;
         Ok(base64::engine::general_purpose::STANDARD.encode(raw))
     }
+
+    /// A cosign signature of `digest` in `repository` (`HOST/REPO`), as
+    /// it is pushed beside the artifact.
+    pub fn sign_digest(&self, repository: &str, digest: &str) -> Result<Signed, String> {
+        use base64::Engine as _;
+        let payload = payload(repository, digest);
+        Ok(Signed {
+            signature: self.sign(&payload)?,
+            payload: base64::engine::general_purpose::STANDARD.encode(payload),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -230,11 +241,7 @@ mod tests {
     }
 
     fn signed(key: &SigningKey, digest: &str) -> Signed {
-        let payload = payload("127.0.0.1:5000/p", digest);
-        Signed {
-            signature: key.sign(&payload).unwrap(),
-            payload: base64::engine::general_purpose::STANDARD.encode(payload),
-        }
+        key.sign_digest("127.0.0.1:5000/p", digest).unwrap()
     }
 
     #[test]

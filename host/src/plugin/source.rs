@@ -242,13 +242,7 @@ impl Sources {
         } else {
             Some(registry.signatures(&r, &m.digest).await?)
         };
-        let tag = format!(
-            "{}{}/{}:{}",
-            oci::SCHEME,
-            r.registry(),
-            r.repository(),
-            signature::signature_tag(&m.digest)
-        );
+        let tag = oci::show(&oci::signature_reference(&r, &m.digest));
         let signed_by = trust.check(&m.digest, signatures.as_deref().unwrap_or_default(), &tag)?;
         let cached = self.cache.as_ref().and_then(|c| c.blob(&m.layer.digest));
         let bytes = match cached {
